@@ -23,7 +23,6 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
