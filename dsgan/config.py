@@ -395,6 +395,8 @@ class Run(Strict):
     total_images: PositiveInt | None = None
     """Length in real images seen by D, summed over ranks; converted to iterations at start."""
     log_every_iters: PositiveInt = 50
+    collective_timeout_seconds: PositiveFloat = 300.0
+    """Upper bound on any collective: a dead or diverged rank becomes an error after this, never a hang."""
     sample_every_iters: PositiveInt | None = 500
     """Write a PNG grid of fixed-noise samples (EMA G when enabled) this often; None = only at the end."""
 
@@ -484,8 +486,12 @@ class Config(Strict):
                 f"discriminator.deepspeed.train_micro_batch_size_per_gpu={d_mb}: one data batch feeds D's "
                 "micro-step and sets the size of G's fake batch (MMagic semantics); make them equal"
             )
-        if self.data.conditional and g.num_classes == 0:
-            raise ValueError("data.conditional is true but the models are unconditional (num_classes=0)")
+        if self.data.conditional != (g.num_classes > 0):
+            raise ValueError(
+                f"data.conditional={self.data.conditional} but generator.model.num_classes={g.num_classes}: "
+                "class-conditional models need conditional data, unconditional models (num_classes=0) need "
+                "data.conditional=false"
+            )
         if isinstance(self.data, DigitsData) and g.num_classes not in (0, 10):
             raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
         if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:

@@ -1,0 +1,252 @@
+"""Atomic, verifiable, complete checkpoints; "rerun the same command to resume".
+
+Layout of `<run dir>/checkpoints/`:
+    step-00001200/              one checkpoint (the iteration count in the name)
+        generator/ discriminator/   DeepSpeed `save_checkpoint` with one tag per network: weights, optimizer,
+                                    fp16 loss scaler, LR scheduler, ZeRO partitions (one file per rank)
+        trainer.pt              iteration, EMA weights, data position, wandb run id, resolved config + hash
+        rng-rank{R}.pt          python/numpy/torch/cuda RNG states of each rank
+        manifest.json           size and sha256 of every file above; written last
+    latest                      name of the newest complete checkpoint (a hint; the manifest decides)
+
+A checkpoint is written to `step-N.tmp`, completed with its manifest, then renamed: a kill at any moment leaves
+either the previous checkpoint or the new one, never a half-written one that looks complete. On load the newest
+checkpoint whose manifest verifies is used; any newer one that fails is named in a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dsgan.config import Config
+from dsgan.distributed import DistEnv, barrier, broadcast_object
+from dsgan.engines import EngineDict
+from dsgan.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("dsgan")
+
+CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
+TRAINER = "trainer.pt"
+
+# Fields that must match to resume; anything else (lr, length, intervals, logging, data root) may change.
+RESUME_INVARIANTS = (
+    "generator.model",
+    "discriminator.model",
+    "schedule",
+    "loss.type",
+    "generator.deepspeed.gradient_accumulation_steps",
+    "discriminator.deepspeed.gradient_accumulation_steps",
+    "generator.deepspeed.fp16.enabled",
+    "discriminator.deepspeed.fp16.enabled",
+    "generator.deepspeed.bf16.enabled",
+    "discriminator.deepspeed.bf16.enabled",
+    "generator.deepspeed.zero_optimization.stage",
+    "discriminator.deepspeed.zero_optimization.stage",
+    "generator.deepspeed.optimizer.type",
+    "discriminator.deepspeed.optimizer.type",
+    "ema",
+)
+
+
+def step_name(iteration: int) -> str:
+    return f"step-{iteration:08d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save(
+    run_dir: Path,
+    iteration: int,
+    engines: EngineDict,
+    trainer_state: dict[str, Any],
+    env: DistEnv,
+    keep_last: int,
+    milestone_every: int | None,
+) -> Path:
+    """Collective: every rank must call it (DeepSpeed writes each rank's ZeRO partition)."""
+    root = run_dir / CHECKPOINTS
+    final = root / step_name(iteration)
+    tmp = root / (step_name(iteration) + ".tmp")
+    if env.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # leftover of a killed save
+    barrier(env)
+    for name, net in engines.items():
+        net.engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
+    _atomic_torch_save(_rng_state(), tmp / f"rng-rank{env.rank}.pt")
+    if env.is_main:
+        _atomic_torch_save({**trainer_state, "iteration": iteration, "world_size": env.world_size}, tmp / TRAINER)
+    if delay := float(os.environ.get("DSGAN_TEST_CHECKPOINT_DELAY_SECONDS", 0)):
+        time.sleep(delay)  # test hook: widens the window in which a kill lands mid-save
+    barrier(env)
+    if env.is_main:
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "iteration": iteration,
+            "files": {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if final.exists():  # same iteration saved before (e.g. end of run after a signal save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        latest_tmp = root / "latest.tmp"
+        latest_tmp.write_text(final.name)
+        os.replace(latest_tmp, root / "latest")
+        _prune(root, keep_last, milestone_every)
+    barrier(env)
+    return final
+
+
+def _prune(root: Path, keep_last: int, milestone_every: int | None) -> None:
+    steps = sorted(_complete_steps(root))
+    for iteration, path in steps[:-keep_last]:
+        if milestone_every and iteration % milestone_every == 0:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _complete_steps(root: Path) -> list[tuple[int, Path]]:
+    out = []
+    for path in root.glob("step-*"):
+        if path.is_dir() and not path.name.endswith(".tmp") and path.name[5:].isdigit():
+            out.append((int(path.name[5:]), path))
+    return out
+
+
+def verify(path: Path) -> str | None:
+    """None if `path` is a complete checkpoint matching its manifest, else the reason it is not."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (incomplete write)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        return "manifest is not valid JSON"
+    for rel, meta in manifest["files"].items():
+        f = path / rel
+        if not f.is_file():
+            return f"missing file {rel}"
+        if f.stat().st_size != meta["size"]:
+            return f"{rel} has {f.stat().st_size} bytes, manifest says {meta['size']} (truncated?)"
+        if _sha256(f) != meta["sha256"]:
+            return f"{rel} checksum mismatch (corrupt)"
+    return None
+
+
+def find_resumable(run_dir: Path) -> Path | None:
+    """Newest verified checkpoint in the run dir, warning about each newer one that is skipped."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    for _, path in sorted(_complete_steps(root), reverse=True):
+        problem = verify(path)
+        if problem is None:
+            return path
+        log.warning("skipping checkpoint %s: %s", path, problem)
+    return None
+
+
+def resolve_resume(run_dir: Path, explicit: Path | None, env: DistEnv) -> Path | None:
+    """Rank 0 chooses (and verifies) the checkpoint, every rank gets the same answer."""
+    choice: str | None = None
+    error: str | None = None
+    if env.is_main:
+        if explicit is not None:
+            problem = verify(explicit) if explicit.is_dir() else "not a checkpoint directory"
+            if problem:
+                error = f"--resume {explicit}: {problem}"
+            else:
+                choice = str(explicit)
+        else:
+            found = find_resumable(run_dir)
+            choice = str(found) if found else None
+    choice, error = broadcast_object((choice, error), env)
+    if error:
+        raise CheckpointError(error)
+    return Path(choice) if choice else None
+
+
+def check_compatible(saved: dict[str, Any], cfg: Config, saved_world: int, world_size: int) -> None:
+    """Refuse a resume that cannot be exact, listing every difference."""
+    current = cfg.model_dump(mode="json")
+    diffs = []
+    for key in RESUME_INVARIANTS:
+        old, new = _get(saved, key), _get(current, key)
+        if old != new:
+            diffs.append(f"  {key}: checkpoint has {json.dumps(old)}, config has {json.dumps(new)}")
+    stages = [cfg.generator.deepspeed.zero_optimization.stage, cfg.discriminator.deepspeed.zero_optimization.stage]
+    if saved_world != world_size and max(stages) > 0:
+        diffs.append(f"  world size: checkpoint has {saved_world}, now {world_size} (ZeRO partitions need the same)")
+    if diffs:
+        raise ConfigError(
+            "cannot resume from this checkpoint: the config changed in ways that break an exact resume:\n"
+            + "\n".join(diffs)
+            + "\nStart a new run directory, or restore these settings."
+        )
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path / TRAINER, weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"{path / TRAINER}: cannot read: {exc}") from None
+
+
+def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
+    """Load both engines (optimizer, scaler, scheduler, ZeRO partitions) and this rank's RNG states."""
+    for name, net in engines.items():
+        loaded, _ = net.engine.load_checkpoint(
+            str(path), tag=name, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if loaded is None:
+            raise CheckpointError(f"{path}: DeepSpeed could not load the {name} engine")
+    rng_file = path / f"rng-rank{env.rank}.pt"
+    if rng_file.is_file():
+        _set_rng_state(torch.load(rng_file, weights_only=False))

@@ -1,0 +1,83 @@
+"""`dsgan` command line: train, validate-config, sample, eval, migrate, params.
+
+User errors (bad config, bad data, missing checkpoint) print one message per problem, no traceback, and exit
+with the code documented in dsgan/errors.py (2 for bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from dsgan.errors import DsganError
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from dsgan.config import load_config
+
+    cfg = load_config(args.config, args.set, world_size=args.world_size, device=args.device)
+    resolved = cfg.model_dump(mode="json")
+    for name in ("generator", "discriminator"):
+        resolved[name]["deepspeed"] = getattr(cfg, name).deepspeed.to_deepspeed(args.world_size or 1)
+    print(f"# {args.config or '<default config>'}: valid. Resolved, with the DeepSpeed configs as handed to "
+          f"deepspeed.initialize (world size {args.world_size or 1}):")
+    print(yaml.safe_dump(resolved, sort_keys=False), end="")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    from dsgan.config import load_config
+    from dsgan.models import parameter_report
+
+    cfg = load_config(args.config, args.set)
+    print(parameter_report(cfg.generator.model, cfg.discriminator.model))
+    return 0
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("config", type=Path, nargs=None if required else "?", help="run config (YAML/JSON/TOML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (YAML value)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsgan", description="DeepSpeed-backed GAN training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("train", help="train (all options: dsgan train --help)", add_help=False)
+
+    p = sub.add_parser("validate-config", help="validate a run config and print it fully resolved")
+    _add_config_args(p, required=False)
+    p.add_argument("--world-size", type=int, default=None, help="check train_batch_size against this world size")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="check precision against this device (default: this machine's)")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("params", help="print G and D parameter counts of a config")
+    _add_config_args(p, required=False)
+    p.set_defaults(func=_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from dsgan.train import main as train_main
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if getattr(args, "device", "unset") is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return args.func(args)
+    except DsganError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Process-group setup and the one per-update agreement collective.
+
+Launch styles: the `deepspeed` launcher (sets RANK/LOCAL_RANK/WORLD_SIZE and appends `--local_rank`), torchrun,
+`srun` (via slurm/ scripts that export RANK etc. from SLURM_PROCID/...), or a plain single process (no variables:
+world size 1 on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from dsgan.errors import RankDisagreementError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def detect(local_rank_arg: int | None = None) -> DistEnv:
+    """Read the launcher's environment without starting anything (configs are validated before init)."""
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    else:
+        device = torch.device("cpu")
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init(env: DistEnv, timeout_seconds: float) -> None:
+    """Start the process group (nccl on GPU, gloo on CPU). `timeout_seconds` bounds every collective, so a dead
+    or diverged rank turns into an error instead of a hang."""
+    import deepspeed
+
+    if env.world_size == 1:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+    if env.device.type == "cuda":
+        torch.cuda.set_device(env.device)
+    deepspeed.init_distributed(
+        dist_backend="nccl" if env.device.type == "cuda" else "gloo",
+        timeout=datetime.timedelta(seconds=timeout_seconds),
+        verbose=False,
+    )
+
+
+def agree(state: list[int], expected: list[int], names: list[str], flags: torch.Tensor, env: DistEnv) -> list[bool]:
+    """All-gather every rank's `state` + `flags` (one small collective; its result is the only host sync) and check
+    that `state` equals `expected` on every rank. Returns, per flag, whether any rank raised it.
+
+    `flags` is a small int64 tensor on the device (e.g. "stop requested", "non-finite loss seen"), so that
+    checking a loss for NaN costs no extra device-to-host copy.
+    """
+    local = torch.cat([torch.tensor(state, dtype=torch.int64, device=env.device), flags.to(torch.int64).view(-1)])
+    if env.world_size > 1:
+        gathered = torch.empty(env.world_size, local.numel(), dtype=torch.int64, device=env.device)
+        dist.all_gather_into_tensor(gathered, local)
+    else:
+        gathered = local.unsqueeze(0)
+    rows = gathered.tolist()
+    n = len(expected)
+    assert len(state) == n
+    if any(row[:n] != expected for row in rows):
+        lines = [
+            f"  rank {r}: " + ", ".join(f"{k}={v}" for k, v in zip(names, row[:n], strict=True))
+            for r, row in enumerate(rows)
+        ]
+        raise RankDisagreementError(
+            "ranks disagree on the training schedule (expected "
+            + ", ".join(f"{k}={v}" for k, v in zip(names, expected, strict=True))
+            + "):\n"
+            + "\n".join(lines)
+            + "\nNo optimizer step was taken past this point. This is a bug or a rank that skipped work: "
+            "check the log of the ranks listed above."
+        )
+    return [any(row[n + i] for row in rows) for i in range(flags.numel())]
+
+
+def broadcast_object(obj: object, env: DistEnv) -> object:
+    if env.world_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    if env.world_size > 1:
+        dist.barrier()

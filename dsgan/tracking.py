@@ -1,0 +1,96 @@
+"""Experiment tracking: a local JSONL log that always works, and wandb on global rank 0 (the only wandb import).
+
+The wandb run id lives in `<run dir>/wandb_run_id`, so a resumed or requeued job continues the same wandb run;
+the step metric is the iteration, which continues where the checkpoint left off. wandb failures (no network,
+bad key, a crash inside wandb) are warnings: training and the local log go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from dsgan.config import Wandb
+
+log = logging.getLogger("dsgan")
+
+METRICS_FILE = "metrics.jsonl"
+RUN_ID_FILE = "wandb_run_id"
+
+
+class Tracker:
+    """Rank 0 writes; other ranks hold a Tracker that does nothing, so call sites need no rank checks."""
+
+    def __init__(self, cfg: Wandb, run_dir: Path, resolved_config: dict[str, Any], is_main: bool) -> None:
+        self.is_main = is_main
+        self.run_dir = run_dir
+        self._wandb = None
+        if not is_main:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (run_dir / METRICS_FILE).open("a", buffering=1)
+        mode = os.environ.get("WANDB_MODE", cfg.mode)
+        if mode != "disabled":
+            self._start_wandb(cfg, mode, resolved_config)
+
+    def _start_wandb(self, cfg: Wandb, mode: str, resolved_config: dict[str, Any]) -> None:
+        id_file = self.run_dir / RUN_ID_FILE
+        try:
+            import wandb
+
+            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            self._wandb = wandb.init(
+                project=cfg.project,
+                entity=cfg.entity,
+                name=cfg.name,
+                group=cfg.group,
+                tags=cfg.tags,
+                mode=mode,
+                id=run_id,
+                resume="allow",
+                dir=str(self.run_dir),
+                config=resolved_config,
+            )
+            self._wandb.define_metric("iteration")
+            self._wandb.define_metric("*", step_metric="iteration")
+            id_file.write_text(run_id)
+        except Exception as exc:  # wandb must never stop training
+            log.warning("wandb disabled for this run: %s: %s (the local %s log continues)", type(exc).__name__,
+                        exc, METRICS_FILE)
+            self._wandb = None
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        return self._wandb.id if self._wandb is not None else None
+
+    def log(self, metrics: dict[str, float], iteration: int) -> None:
+        if not self.is_main:
+            return
+        record = {"iteration": iteration, "time": time.time(), **metrics}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            self._call(self._wandb.log, {"iteration": iteration, **metrics})
+
+    def log_image(self, key: str, path: Path, iteration: int) -> None:
+        if self.is_main and self._wandb is not None:
+            import wandb
+
+            self._call(self._wandb.log, {"iteration": iteration, key: wandb.Image(str(path))})
+
+    def _call(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.warning("wandb call failed, continuing without wandb: %s", exc)
+            self._wandb = None
+
+    def close(self) -> None:
+        if not self.is_main:
+            return
+        self._jsonl.close()
+        if self._wandb is not None:
+            self._call(self._wandb.finish)

@@ -1,0 +1,183 @@
+"""Config validation: a catalogue of bad configurations, each refused with exit code 2 and the field path named."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsgan.cli import main as cli_main
+from dsgan.config import Config, load_config
+from dsgan.errors import EXIT_CONFIG
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD_DS = {"train_micro_batch_size_per_gpu": 8, "optimizer": {"type": "Adam", "params": {"lr": 2e-4}}}
+
+
+def run_yaml(ds_g: object = GOOD_DS, ds_d: object = GOOD_DS, **sections: str) -> dict[str, str]:
+    """A run config referring to g.json/d.json, with extra top-level YAML sections spliced in."""
+    body = "\n".join(f"{k}: {v}" for k, v in sections.items())
+    files = {
+        "run.yaml": f"generator:\n  deepspeed: g.json\ndiscriminator:\n  deepspeed: d.json\n{body}\n",
+        "g.json": ds_g if isinstance(ds_g, str) else json.dumps(ds_g),
+        "d.json": ds_d if isinstance(ds_d, str) else json.dumps(ds_d),
+    }
+    return files
+
+
+def ds(**changes: object) -> dict:
+    out = json.loads(json.dumps(GOOD_DS))
+    out.update(changes)
+    return out
+
+
+# (case id, files, extra CLI args, text that must appear in the message: the field path, and where useful the file)
+CASES = [
+    ("unknown-top-level-key", run_yaml(bogus="1"), [], "run.yaml: bogus: unknown key"),
+    ("unknown-key-depth2", run_yaml(run="{totl_iters: 5}"), [], "run.totl_iters: unknown key"),
+    ("unknown-key-depth3", run_yaml(), ["--set", "generator.model.noise_sz=3"], "generator.model.noise_sz"),
+    ("unknown-key-in-deepspeed", run_yaml(ds_g=ds(gradient_acumulation_steps=2)), [],
+     "g.json: generator.deepspeed.gradient_acumulation_steps: unknown key"),
+    ("unknown-key-in-optimizer-params", run_yaml(ds_d=ds(optimizer={"type": "Adam", "params": {"learning_rate": 1}})),
+     [], "d.json: discriminator.deepspeed.optimizer.params.learning_rate"),
+    ("unknown-zero-key", run_yaml(ds_g=ds(zero_optimization={"stage": 2, "overlap_com": True})), [],
+     "generator.deepspeed.zero_optimization: DeepSpeed rejects this ZeRO config: overlap_com"),
+    ("wrong-type-int", run_yaml(run="{total_iters: many}"), [], "run.total_iters"),
+    ("wrong-type-bool", run_yaml(data="{type: digits, conditional: maybe}"), [], "data.conditional"),
+    ("wrong-type-micro-batch", run_yaml(ds_g=ds(train_micro_batch_size_per_gpu="big")), [],
+     "generator.deepspeed.train_micro_batch_size_per_gpu"),
+    ("fp16-and-bf16", run_yaml(ds_g=ds(fp16={"enabled": True}, bf16={"enabled": True})), ["--device", "cuda"],
+     "generator.deepspeed: fp16.enabled and bf16.enabled are both true"),
+    ("fp16-on-cpu", run_yaml(ds_d=ds(fp16={"enabled": True})), ["--device", "cpu"], "use bf16"),
+    ("autocast-and-bf16", run_yaml(ds_d=ds(bf16={"enabled": True}, torch_autocast={"enabled": True})), [],
+     "discriminator.deepspeed: torch_autocast.enabled cannot be combined"),
+    ("zero-stage-4", run_yaml(ds_g=ds(zero_optimization={"stage": 4})), [],
+     "generator.deepspeed.zero_optimization.stage"),
+    ("zero-stage-negative", run_yaml(ds_g=ds(zero_optimization={"stage": -1})), [],
+     "generator.deepspeed.zero_optimization.stage"),
+    ("zero-generator-steps", run_yaml(schedule="{generator_steps: 0}"), [], "schedule.generator_steps"),
+    ("zero-discriminator-steps", run_yaml(schedule="{discriminator_steps: 0}"), [], "schedule.discriminator_steps"),
+    ("zero-accumulation", run_yaml(ds_g=ds(gradient_accumulation_steps=0)), [],
+     "generator.deepspeed.gradient_accumulation_steps"),
+    ("negative-lr", run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"lr": -1}})), [],
+     "generator.deepspeed.optimizer.params.lr"),
+    ("beta-out-of-range", run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"betas": [0.5, 1.5]}})), [],
+     "generator.deepspeed.optimizer.params.betas.1"),
+    ("unsupported-optimizer", run_yaml(ds_d=ds(optimizer={"type": "SGD", "params": {"lr": 0.1}})), [],
+     "discriminator.deepspeed.optimizer.type"),
+    ("train-batch-inconsistent", run_yaml(ds_g=ds(train_batch_size=24)), ["--world-size", "2"],
+     "generator.deepspeed: train_batch_size=24 != train_micro_batch_size_per_gpu (8)"),
+    ("micro-batches-cannot-pair", run_yaml(ds_d=ds(train_micro_batch_size_per_gpu=16)), [],
+     "discriminator.deepspeed.train_micro_batch_size_per_gpu=16"),
+    ("unknown-model-type", run_yaml(), ["--set", "generator.model.type=StyleGAN2Generator"],
+     "generator.model: Input tag 'StyleGAN2Generator'"),
+    ("missing-model-type", run_yaml(generator="{model: {noise_size: 3}}"), [], "generator.model: missing 'type'"),
+    ("scale-mismatch", run_yaml(), ["--set", "discriminator.model.input_scale=64"],
+     "generator.model.output_scale=32 != discriminator.model.input_scale=64"),
+    ("class-mismatch", run_yaml(), ["--set", "discriminator.model.num_classes=5"],
+     "generator.model.num_classes=10 != discriminator.model.num_classes=5"),
+    ("negative-ema-momentum", run_yaml(ema="{momentum: -0.1}"), [], "ema.momentum"),
+    ("both-lengths", run_yaml(run="{total_iters: 5, total_images: 100}"), [], "run: set exactly one"),
+    ("missing-ds-file", {"run.yaml": "generator:\n  deepspeed: nope/g.json\n"}, [],
+     "generator.deepspeed: file not found"),
+    ("malformed-yaml", {"run.yaml": "run: {dir: [unclosed\n"}, [], "run.yaml: cannot parse"),
+    ("malformed-json", run_yaml(ds_g='{"train_micro_batch_size_per_gpu": 8,}'), [], "g.json: cannot parse"),
+    ("malformed-toml", {"run.toml": "[run\ndir = 1\n"}, [], "run.toml: cannot parse"),
+    ("unknown-extension", {"run.ini": "[run]\n"}, [], "unknown config format"),
+    ("missing-config-file", {}, [], "run.yaml: file not found"),
+    ("image-folder-without-root", run_yaml(data="{type: image_folder}"), [], "data.root"),
+    ("unknown-loss", run_yaml(loss="{type: lsgan}"), [], "loss.type"),
+    ("wgan-without-constraint", run_yaml(loss="{type: wgan}"), [], "loss.type='wgan' needs a Lipschitz constraint"),
+    ("inception-without-weights", run_yaml(eval="{features: inception}"), [], "eval: features='inception' needs"),
+    ("conditional-data-unconditional-model", run_yaml(),
+     ["--set", "generator.model.num_classes=0", "--set", "discriminator.model.num_classes=0"], "data.conditional"),
+    ("auto-sync-bn", run_yaml(),
+     ["--set", "generator.model.type=BigGANGenerator", "--set", "generator.model.auto_sync_bn=true"],
+     "auto_sync_bn=True is not supported"),
+    ("bad-override-syntax", run_yaml(), ["--set", "run.total_iters"], "expected key.path=value"),
+]
+
+
+@pytest.mark.parametrize("case_id,files,extra,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_config_is_refused(tmp_path, capsys, case_id, files, extra, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    config = next((tmp_path / n for n in files if n.startswith("run.")), tmp_path / "run.yaml")
+    code = cli_main(["validate-config", str(config), *extra])
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG, err
+    assert expected in err, err
+    assert "Traceback" not in err
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+
+
+def test_cli_subprocess_prints_no_traceback(tmp_path):
+    (tmp_path / "run.yaml").write_text("run: {totl_iters: 3}\n")
+    proc = subprocess.run([sys.executable, "-m", "dsgan.cli", "validate-config", str(tmp_path / "run.yaml")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == EXIT_CONFIG
+    assert "run.totl_iters: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_run_configs_validate(path, capsys):
+    assert cli_main(["validate-config", str(path), "--device", "cuda", "--world-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "train_batch_size" in out  # the DeepSpeed configs are printed resolved
+
+
+def test_every_shipped_deepspeed_config_is_used_and_valid():
+    used = set()
+    for path in SHIPPED:
+        text = path.read_text()
+        used |= {p.name for p in (REPO / "ds_configs").glob("*.json") if p.name in text}
+    assert used == {p.name for p in (REPO / "ds_configs").glob("*.json")}
+
+
+def test_default_config_is_the_digits_yaml():
+    assert load_config(REPO / "configs" / "digits.yaml") == Config()
+
+
+def test_biggan128_is_the_seed():
+    cfg = load_config(REPO / "configs" / "biggan128.yaml", device="cuda", world_size=8)
+    for name, lr in (("generator", 1e-4), ("discriminator", 4e-4)):
+        ds_cfg = getattr(cfg, name).deepspeed
+        assert ds_cfg.gradient_accumulation_steps == 8
+        assert ds_cfg.train_micro_batch_size_per_gpu == 32
+        assert ds_cfg.fp16.enabled
+        assert ds_cfg.optimizer.params.lr == lr
+        assert ds_cfg.optimizer.params.betas == (0.0, 0.999)
+        assert ds_cfg.optimizer.params.eps == 1e-6
+        assert ds_cfg.to_deepspeed(8)["train_batch_size"] == 2048
+    assert (cfg.schedule.discriminator_steps, cfg.schedule.generator_steps) == (1, 1)
+    g = cfg.generator.model
+    assert (g.output_scale, g.noise_size, g.num_classes, g.base_channels, g.shared_dim) == (128, 120, 1000, 96, 128)
+    assert g.split_noise and g.with_shared_embedding and g.init_type == "ortho" and g.sn_eps == 1e-6
+
+
+def test_override_keeps_other_defaults_and_type_switch_resets():
+    cfg = load_config(None, ["run.total_iters=7", "generator.model.type=BigGANGenerator",
+                             "discriminator.model.type=BigGANDiscriminator", "generator.model.num_classes=10",
+                             "discriminator.model.num_classes=10", "generator.model.output_scale=32",
+                             "discriminator.model.input_scale=32"])
+    assert cfg.run.total_iters == 7 and cfg.run.log_every_iters == Config().run.log_every_iters
+    assert cfg.generator.model.base_channels == 96  # BigGAN's default, not DCGAN's
+
+
+def test_total_images_converts_with_world_size():
+    cfg = load_config(None, ["run.total_iters=null", "run.total_images=1000"])
+    assert cfg.total_iters_for(world_size=2) == 8  # ceil(1000 / (64 * 2))
+
+
+def test_passthrough_keys_reach_deepspeed():
+    cfg = load_config(None, ["generator.deepspeed.wall_clock_breakdown=true"])
+    assert cfg.generator.deepspeed.to_deepspeed(1)["wall_clock_breakdown"] is True
