@@ -27,6 +27,7 @@ import yaml
 
 from dsgan import checkpoint, distributed
 from dsgan.config import Config, config_hash, load_config
+from dsgan.config import Loss as LossConfig
 from dsgan.coordinator import Schedule
 from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loader
 from dsgan.distributed import DistEnv
@@ -120,8 +121,9 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
     torch.manual_seed(cfg.run.seed)
     generator, discriminator = build_generator(g_model), build_discriminator(d_model)
     ema = EMA(generator, cfg.ema) if cfg.ema else None  # copied before ZeRO-3 partitions G
-    engines = build_engines(generator, discriminator, cfg.generator.deepspeed, cfg.discriminator.deepspeed,
-                            env.world_size)
+    engines = build_engines(
+        generator, discriminator, cfg.generator.deepspeed, cfg.discriminator.deepspeed, env.world_size
+    )
     if ema is not None:
         ema.module.to(env.device)
 
@@ -150,8 +152,18 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     tracker = Tracker(cfg.tracking.wandb, run_dir, resolved, env.is_main)
-    return Run(cfg, env, schedule, engines, ema, batches, tracker, cfg.total_iters_for(env.world_size),
-               iteration=iteration, start_iteration=iteration)
+    return Run(
+        cfg,
+        env,
+        schedule,
+        engines,
+        ema,
+        batches,
+        tracker,
+        cfg.total_iters_for(env.world_size),
+        iteration=iteration,
+        start_iteration=iteration,
+    )
 
 
 def _apply_optimizer_settings(cfg: Config, engines: EngineDict) -> None:
@@ -169,6 +181,54 @@ def _apply_optimizer_settings(cfg: Config, engines: EngineDict) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def d_step(
+    engines: EngineDict,
+    loss_cfg: LossConfig,
+    real: torch.Tensor,
+    labels: torch.Tensor | None,
+    z: torch.Tensor,
+    fake_y: torch.Tensor | None,
+    it: int,
+) -> torch.Tensor:
+    """One D micro-step. Fakes come from G's module under no_grad (no G graph, no G engine hooks); real and fake
+    terms (and any gradient penalty) are summed into one loss for a single backward. Returns detached
+    [loss, loss_real, loss_fake, mean D(x), mean D(G(z)), penalty] for logging."""
+    g, d = engines["generator"], engines["discriminator"]
+    with torch.no_grad(), g.optim_context():
+        fake = g.module(z, fake_y)
+    real_logits = d(real, labels)
+    fake_logits = d(fake, fake_y)
+    loss, parts = d_loss(loss_cfg.type, real_logits, fake_logits)
+    reg = d_regularizer(loss_cfg, d.module, real, fake, labels, it)
+    if reg is not None:
+        loss = loss + reg
+    d.update_params(loss)
+    return torch.stack(
+        [
+            loss.detach().float(),
+            parts["d_loss_real"].float(),
+            parts["d_loss_fake"].float(),
+            real_logits.detach().float().mean(),
+            fake_logits.detach().float().mean(),
+            reg.detach().float() if reg is not None else torch.zeros((), device=loss.device),
+        ]
+    )
+
+
+def g_step(
+    engines: EngineDict, loss_type: str, z: torch.Tensor, fake_y: torch.Tensor | None
+) -> tuple[torch.Tensor, bool]:
+    """One G micro-step through G's engine; D runs as its frozen module (through D's engine, its gradient hooks
+    break G's backward at ZeRO 0-2). Returns (detached loss, whether G's optimizer stepped)."""
+    g, d = engines["generator"], engines["discriminator"]
+    with d.frozen() as critic:
+        fake = g(z, fake_y)
+        with d.optim_context():
+            loss = g_loss(loss_type, critic(fake, fake_y))
+        stepped = g.update_params(loss)
+    return loss.detach().float(), stepped
+
+
 def train(run: Run) -> int:
     cfg, env, schedule = run.cfg, run.env, run.schedule
     g, d = run.engines["generator"], run.engines["discriminator"]
@@ -179,8 +239,13 @@ def train(run: Run) -> int:
     _install_signal_handlers(run)
     log.info(
         "schedule: D %d update(s) x %d micro-batch(es), then G %d update(s) x %d micro-batch(es); %d iterations, "
-        "%d images/iteration", schedule.discriminator_steps, schedule.d_accumulation, schedule.generator_steps,
-        schedule.g_accumulation, run.total_iters, cfg.images_per_iter(env.world_size),
+        "%d images/iteration",
+        schedule.discriminator_steps,
+        schedule.d_accumulation,
+        schedule.generator_steps,
+        schedule.g_accumulation,
+        run.total_iters,
+        cfg.images_per_iter(env.world_size),
     )
 
     # Device-side accumulators: summed every micro-step, reduced and read only when logging (no per-step sync).
@@ -208,35 +273,18 @@ def train(run: Run) -> int:
         # --- D phase: one micro-batch; fakes without G's graph
         if skip_hook != it:
             z, fake_y = sample_latents(run, it, 0, real.shape[0])
-            with torch.no_grad(), g.optim_context():
-                fake = g.module(z, fake_y)
-            real_logits = d(real, labels)
-            fake_logits = d(fake, fake_y)
-            loss, parts = d_loss(cfg.loss.type, real_logits, fake_logits)
-            reg = d_regularizer(cfg.loss, d.module, real, fake, labels, it)
-            if reg is not None:
-                loss = loss + reg
-                stats[5] += reg.detach()
+            d_stats = d_step(run.engines, cfg.loss, real, labels, z, fake_y, it)
             if not fp16["discriminator"]:
-                nonfinite |= ~torch.isfinite(loss.detach())
-            d.update_params(loss)
-            stats[0] += loss.detach()
-            stats[1] += parts["d_loss_real"]
-            stats[2] += parts["d_loss_fake"]
-            stats[3] += real_logits.detach().float().mean()
-            stats[4] += fake_logits.detach().float().mean()
+                nonfinite |= ~torch.isfinite(d_stats[0])
+            stats[:6] += d_stats
 
         # --- G phase: D as a frozen module, never through its engine
         for k in range(plan.g_micro_steps):
             z, fake_y = sample_latents(run, it, 1 + k, real.shape[0])
-            with d.frozen() as critic:
-                fake = g(z, fake_y)
-                with d.optim_context():
-                    loss = g_loss(cfg.loss.type, critic(fake, fake_y))
-                if not fp16["generator"]:
-                    nonfinite |= ~torch.isfinite(loss.detach())
-                stepped = g.update_params(loss)
-            stats[6] += loss.detach()
+            loss, stepped = g_step(run.engines, cfg.loss.type, z, fake_y)
+            if not fp16["generator"]:
+                nonfinite |= ~torch.isfinite(loss)
+            stats[6] += loss
             g_micro_in_interval += 1
             # --- EMA: once per G optimizer update
             if stepped and run.ema is not None:
@@ -264,8 +312,11 @@ def train(run: Run) -> int:
             stop = _agree(run, cfg_hash, nonfinite, run.iteration)  # never save a NaN or a diverged state
             _save(run)
             if stop:
-                log.warning("stopped by a signal at iteration %d; checkpoint saved; exit %d (rerun to resume)",
-                            run.iteration, EXIT_PREEMPTED)
+                log.warning(
+                    "stopped by a signal at iteration %d; checkpoint saved; exit %d (rerun to resume)",
+                    run.iteration,
+                    EXIT_PREEMPTED,
+                )
                 run.tracker.close()
                 return EXIT_PREEMPTED
 
@@ -303,13 +354,22 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
     d_n, g_n = max(iters, 1), max(g_micro, 1)
     images = iters * run.cfg.images_per_iter(env.world_size)
     metrics = {
-        "d_loss": values[0] / d_n, "d_loss_real": values[1] / d_n, "d_loss_fake": values[2] / d_n,
-        "d_real_mean": values[3] / d_n, "d_fake_mean": values[4] / d_n, "d_reg": values[5] / d_n,
+        "d_loss": values[0] / d_n,
+        "d_loss_real": values[1] / d_n,
+        "d_loss_fake": values[2] / d_n,
+        "d_real_mean": values[3] / d_n,
+        "d_fake_mean": values[4] / d_n,
+        "d_reg": values[5] / d_n,
         "g_loss": values[6] / g_n if g_micro else float("nan"),
         "kimg": run.iteration * run.cfg.images_per_iter(env.world_size) / 1000,
-        "images_per_second": images / elapsed, "seconds_per_iter": elapsed / max(iters, 1),
-        "g_updates": g.global_steps, "d_updates": d.global_steps,
-        "g_lr": g.lr, "d_lr": d.lr, "g_skipped_steps": g.skipped_steps, "d_skipped_steps": d.skipped_steps,
+        "images_per_second": images / elapsed,
+        "seconds_per_iter": elapsed / max(iters, 1),
+        "g_updates": g.global_steps,
+        "d_updates": d.global_steps,
+        "g_lr": g.lr,
+        "d_lr": d.lr,
+        "g_skipped_steps": g.skipped_steps,
+        "d_skipped_steps": d.skipped_steps,
     }
     for name, net in (("g", g), ("d", d)):
         if (norm := net.grad_norm) is not None:
@@ -323,9 +383,18 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
     eta = (run.total_iters - run.iteration) * elapsed / max(iters, 1)
     log.info(
         "it %d/%d (%.0f%%) | kimg %.1f | D %.3f (real %.3f fake %.3f) G %.3f | D(x) %.2f D(G(z)) %.2f | "
-        "%.0f img/s | ETA %s", run.iteration, run.total_iters, 100 * run.iteration / run.total_iters,
-        metrics["kimg"], metrics["d_loss"], metrics["d_loss_real"], metrics["d_loss_fake"], metrics["g_loss"],
-        metrics["d_real_mean"], metrics["d_fake_mean"], metrics["images_per_second"],
+        "%.0f img/s | ETA %s",
+        run.iteration,
+        run.total_iters,
+        100 * run.iteration / run.total_iters,
+        metrics["kimg"],
+        metrics["d_loss"],
+        metrics["d_loss_real"],
+        metrics["d_loss_fake"],
+        metrics["g_loss"],
+        metrics["d_real_mean"],
+        metrics["d_fake_mean"],
+        metrics["images_per_second"],
         time.strftime("%H:%M:%S", time.gmtime(eta)) if done else "?",
     )
 
@@ -357,8 +426,13 @@ def _save(run: Run) -> None:
         "wandb_run_id": run.tracker.wandb_run_id,
     }
     path = checkpoint.save(
-        run.cfg.run.dir, run.iteration, run.engines, trainer_state, run.env,
-        run.cfg.checkpoint.keep_last, run.cfg.checkpoint.milestone_every_iters,
+        run.cfg.run.dir,
+        run.iteration,
+        run.engines,
+        trainer_state,
+        run.env,
+        run.cfg.checkpoint.keep_last,
+        run.cfg.checkpoint.milestone_every_iters,
     )
     log.info("checkpoint %s", path)
 
