@@ -250,3 +250,32 @@ def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
     rng_file = path / f"rng-rank{env.rank}.pt"
     if rng_file.is_file():
         _set_rng_state(torch.load(rng_file, weights_only=False))
+
+
+def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, Config, int]:
+    """G from a run dir (its newest verified checkpoint) or a checkpoint dir, without DeepSpeed engines or a
+    process group, for sampling and evaluation. EMA weights by default when the run kept them.
+    Returns (generator in eval mode, the run's config, iteration)."""
+    from dsgan.ema import EMA
+    from dsgan.models import build_generator
+
+    ckpt = path if (path / MANIFEST).is_file() else find_resumable(path)
+    if ckpt is None:
+        raise CheckpointError(f"{path}: no complete checkpoint (neither a checkpoint dir nor a run dir with one)")
+    if problem := verify(ckpt):
+        raise CheckpointError(f"{ckpt}: {problem}")
+    state = read_trainer_state(ckpt)
+    cfg = Config.model_validate(state["config"])
+    generator = build_generator(cfg.generator.model)
+    if use_ema and state["ema"] is not None:
+        ema = EMA(generator, cfg.ema)
+        ema.load_state_dict(state["ema"])
+        generator = ema.module
+    elif cfg.generator.deepspeed.zero_optimization.stage == 3:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        generator.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="generator"))
+    else:
+        weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+        generator.load_state_dict({k: v.float() for k, v in weights.items()})
+    return generator.float().eval(), cfg, state["iteration"]

@@ -7,12 +7,13 @@ with the code documented in dsgan/errors.py (2 for bad input).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import yaml
 
-from dsgan.errors import DsganError
+from dsgan.errors import ConfigError, DsganError
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -22,8 +23,10 @@ def _validate(args: argparse.Namespace) -> int:
     resolved = cfg.model_dump(mode="json")
     for name in ("generator", "discriminator"):
         resolved[name]["deepspeed"] = getattr(cfg, name).deepspeed.to_deepspeed(args.world_size or 1)
-    print(f"# {args.config or '<default config>'}: valid. Resolved, with the DeepSpeed configs as handed to "
-          f"deepspeed.initialize (world size {args.world_size or 1}):")
+    print(
+        f"# {args.config or '<default config>'}: valid. Resolved, with the DeepSpeed configs as handed to "
+        f"deepspeed.initialize (world size {args.world_size or 1}):"
+    )
     print(yaml.safe_dump(resolved, sort_keys=False), end="")
     return 0
 
@@ -35,6 +38,47 @@ def _params(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     print(parameter_report(cfg.generator.model, cfg.discriminator.model))
     return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from dsgan.checkpoint import load_generator
+    from dsgan.samples import generate, save_folder, save_grid
+
+    generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
+    num_classes = cfg.generator.model.num_classes
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    if classes and (not num_classes or not all(0 <= c < num_classes for c in classes)):
+        raise ConfigError(f"--classes {args.classes}: the model has {num_classes} classes")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images, labels = generate(
+        generator.to(device), args.num, classes, args.truncation, args.seed, args.batch_size, device
+    )
+    if args.out_dir:
+        save_folder(images, labels, args.out_dir)
+        print(f"wrote {len(images)} PNGs to {args.out_dir} (iteration {iteration})")
+    if args.out:
+        if labels is not None:  # one row per class
+            images = images[torch.argsort(labels, stable=True)]
+            per_row = math.ceil(len(images) / len(set(labels.tolist())))
+        else:
+            per_row = math.ceil(math.sqrt(len(images)))
+        save_grid(images, args.out, nrow=per_row)
+        print(
+            f"wrote {args.out}: {len(images)} samples (iteration {iteration}, "
+            f"{'G' if args.no_ema else 'EMA of G when kept'})"
+        )
+    return 0
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run directory (its newest complete checkpoint)")
+    src.add_argument("--checkpoint", type=Path, help="a checkpoint directory (.../checkpoints/step-N)")
+    p.add_argument("--no-ema", action="store_true", help="use G's trained weights instead of its EMA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -51,9 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-config", help="validate a run config and print it fully resolved")
     _add_config_args(p, required=False)
     p.add_argument("--world-size", type=int, default=None, help="check train_batch_size against this world size")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="check precision against this device (default: this machine's)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="check precision against this device (default: this machine's)",
+    )
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("sample", help="generate images from a run or checkpoint")
+    _add_source_args(p)
+    p.add_argument("--num", type=int, default=100, help="number of images")
+    p.add_argument("--out", type=Path, help="PNG grid to write (one row per class when conditional)")
+    p.add_argument("--out-dir", type=Path, help="folder of numbered PNGs to write")
+    p.add_argument("--classes", help="comma-separated class indices (default: all, cycled)")
+    p.add_argument("--truncation", type=float, default=None, help="BigGAN truncation threshold on |z|")
+    p.set_defaults(func=_sample)
 
     p = sub.add_parser("params", help="print G and D parameter counts of a config")
     _add_config_args(p, required=False)

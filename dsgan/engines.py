@@ -26,9 +26,7 @@ class NetworkEngine:
         self.engine = engine
         self.ds_cfg = ds_cfg
         autocast = ds_cfg.torch_autocast
-        self._autocast_dtype = (
-            getattr(torch, autocast.dtype.removeprefix("torch.")) if autocast.enabled else None
-        )
+        self._autocast_dtype = getattr(torch, autocast.dtype.removeprefix("torch.")) if autocast.enabled else None
         self._device_type = engine.device.type if isinstance(engine.device, torch.device) else "cpu"
 
     @property

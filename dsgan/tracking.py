@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ class Tracker:
         try:
             import wandb
 
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
             self._wandb = wandb.init(
                 project=cfg.project,
                 entity=cfg.entity,
@@ -59,8 +60,12 @@ class Tracker:
             self._wandb.define_metric("*", step_metric="iteration")
             id_file.write_text(run_id)
         except Exception as exc:  # wandb must never stop training
-            log.warning("wandb disabled for this run: %s: %s (the local %s log continues)", type(exc).__name__,
-                        exc, METRICS_FILE)
+            log.warning(
+                "wandb disabled for this run: %s: %s (the local %s log continues)",
+                type(exc).__name__,
+                exc,
+                METRICS_FILE,
+            )
             self._wandb = None
 
     @property

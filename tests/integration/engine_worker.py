@@ -118,11 +118,15 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
     from dsgan.train import d_step, g_step
 
     assert micro * acc * world == GLOBAL_BATCH
-    ds = DeepSpeedConfig.model_validate({
-        "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": acc,
-        "optimizer": {"type": "Adam", "params": {"lr": LR, "betas": BETAS, "eps": EPS, "torch_adam": True}},
-        "zero_optimization": {"stage": stage}, "bf16": {"enabled": precision == "bf16"},
-    })
+    ds = DeepSpeedConfig.model_validate(
+        {
+            "train_micro_batch_size_per_gpu": micro,
+            "gradient_accumulation_steps": acc,
+            "optimizer": {"type": "Adam", "params": {"lr": LR, "betas": BETAS, "eps": EPS, "torch_adam": True}},
+            "zero_optimization": {"stage": stage},
+            "bf16": {"enabled": precision == "bf16"},
+        }
+    )
     g, d = models()
     engines = build_engines(g, d, ds, ds, world)
     schedule = Schedule(1, 1, acc, acc)
@@ -142,9 +146,11 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
         d_after = full_state(engines["discriminator"].module)
         unchanged &= all(torch.equal(d_before[k], d_after[k]) for k in d_before)
     return {
-        "G": full_state(engines["generator"].module), "D": full_state(engines["discriminator"].module),
+        "G": full_state(engines["generator"].module),
+        "D": full_state(engines["discriminator"].module),
         "other_network_unchanged": unchanged,
-        "g_updates": engines["generator"].global_steps, "d_updates": engines["discriminator"].global_steps,
+        "g_updates": engines["generator"].global_steps,
+        "d_updates": engines["discriminator"].global_steps,
     }
 
 

@@ -38,50 +38,122 @@ CASES = [
     ("unknown-top-level-key", run_yaml(bogus="1"), [], "run.yaml: bogus: unknown key"),
     ("unknown-key-depth2", run_yaml(run="{totl_iters: 5}"), [], "run.totl_iters: unknown key"),
     ("unknown-key-depth3", run_yaml(), ["--set", "generator.model.noise_sz=3"], "generator.model.noise_sz"),
-    ("unknown-key-in-deepspeed", run_yaml(ds_g=ds(gradient_acumulation_steps=2)), [],
-     "g.json: generator.deepspeed.gradient_acumulation_steps: unknown key"),
-    ("unknown-key-in-optimizer-params", run_yaml(ds_d=ds(optimizer={"type": "Adam", "params": {"learning_rate": 1}})),
-     [], "d.json: discriminator.deepspeed.optimizer.params.learning_rate"),
-    ("unknown-zero-key", run_yaml(ds_g=ds(zero_optimization={"stage": 2, "overlap_com": True})), [],
-     "generator.deepspeed.zero_optimization: DeepSpeed rejects this ZeRO config: overlap_com"),
+    (
+        "unknown-key-in-deepspeed",
+        run_yaml(ds_g=ds(gradient_acumulation_steps=2)),
+        [],
+        "g.json: generator.deepspeed.gradient_acumulation_steps: unknown key",
+    ),
+    (
+        "unknown-key-in-optimizer-params",
+        run_yaml(ds_d=ds(optimizer={"type": "Adam", "params": {"learning_rate": 1}})),
+        [],
+        "d.json: discriminator.deepspeed.optimizer.params.learning_rate",
+    ),
+    (
+        "unknown-zero-key",
+        run_yaml(ds_g=ds(zero_optimization={"stage": 2, "overlap_com": True})),
+        [],
+        "generator.deepspeed.zero_optimization: DeepSpeed rejects this ZeRO config: overlap_com",
+    ),
     ("wrong-type-int", run_yaml(run="{total_iters: many}"), [], "run.total_iters"),
     ("wrong-type-bool", run_yaml(data="{type: digits, conditional: maybe}"), [], "data.conditional"),
-    ("wrong-type-micro-batch", run_yaml(ds_g=ds(train_micro_batch_size_per_gpu="big")), [],
-     "generator.deepspeed.train_micro_batch_size_per_gpu"),
-    ("fp16-and-bf16", run_yaml(ds_g=ds(fp16={"enabled": True}, bf16={"enabled": True})), ["--device", "cuda"],
-     "generator.deepspeed: fp16.enabled and bf16.enabled are both true"),
+    (
+        "wrong-type-micro-batch",
+        run_yaml(ds_g=ds(train_micro_batch_size_per_gpu="big")),
+        [],
+        "generator.deepspeed.train_micro_batch_size_per_gpu",
+    ),
+    (
+        "fp16-and-bf16",
+        run_yaml(ds_g=ds(fp16={"enabled": True}, bf16={"enabled": True})),
+        ["--device", "cuda"],
+        "generator.deepspeed: fp16.enabled and bf16.enabled are both true",
+    ),
     ("fp16-on-cpu", run_yaml(ds_d=ds(fp16={"enabled": True})), ["--device", "cpu"], "use bf16"),
-    ("autocast-and-bf16", run_yaml(ds_d=ds(bf16={"enabled": True}, torch_autocast={"enabled": True})), [],
-     "discriminator.deepspeed: torch_autocast.enabled cannot be combined"),
-    ("zero-stage-4", run_yaml(ds_g=ds(zero_optimization={"stage": 4})), [],
-     "generator.deepspeed.zero_optimization.stage"),
-    ("zero-stage-negative", run_yaml(ds_g=ds(zero_optimization={"stage": -1})), [],
-     "generator.deepspeed.zero_optimization.stage"),
+    (
+        "autocast-and-bf16",
+        run_yaml(ds_d=ds(bf16={"enabled": True}, torch_autocast={"enabled": True})),
+        [],
+        "discriminator.deepspeed: torch_autocast.enabled cannot be combined",
+    ),
+    (
+        "zero-stage-4",
+        run_yaml(ds_g=ds(zero_optimization={"stage": 4})),
+        [],
+        "generator.deepspeed.zero_optimization.stage",
+    ),
+    (
+        "zero-stage-negative",
+        run_yaml(ds_g=ds(zero_optimization={"stage": -1})),
+        [],
+        "generator.deepspeed.zero_optimization.stage",
+    ),
     ("zero-generator-steps", run_yaml(schedule="{generator_steps: 0}"), [], "schedule.generator_steps"),
     ("zero-discriminator-steps", run_yaml(schedule="{discriminator_steps: 0}"), [], "schedule.discriminator_steps"),
-    ("zero-accumulation", run_yaml(ds_g=ds(gradient_accumulation_steps=0)), [],
-     "generator.deepspeed.gradient_accumulation_steps"),
-    ("negative-lr", run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"lr": -1}})), [],
-     "generator.deepspeed.optimizer.params.lr"),
-    ("beta-out-of-range", run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"betas": [0.5, 1.5]}})), [],
-     "generator.deepspeed.optimizer.params.betas.1"),
-    ("unsupported-optimizer", run_yaml(ds_d=ds(optimizer={"type": "SGD", "params": {"lr": 0.1}})), [],
-     "discriminator.deepspeed.optimizer.type"),
-    ("train-batch-inconsistent", run_yaml(ds_g=ds(train_batch_size=24)), ["--world-size", "2"],
-     "generator.deepspeed: train_batch_size=24 != train_micro_batch_size_per_gpu (8)"),
-    ("micro-batches-cannot-pair", run_yaml(ds_d=ds(train_micro_batch_size_per_gpu=16)), [],
-     "discriminator.deepspeed.train_micro_batch_size_per_gpu=16"),
-    ("unknown-model-type", run_yaml(), ["--set", "generator.model.type=StyleGAN2Generator"],
-     "generator.model: Input tag 'StyleGAN2Generator'"),
+    (
+        "zero-accumulation",
+        run_yaml(ds_g=ds(gradient_accumulation_steps=0)),
+        [],
+        "generator.deepspeed.gradient_accumulation_steps",
+    ),
+    (
+        "negative-lr",
+        run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"lr": -1}})),
+        [],
+        "generator.deepspeed.optimizer.params.lr",
+    ),
+    (
+        "beta-out-of-range",
+        run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"betas": [0.5, 1.5]}})),
+        [],
+        "generator.deepspeed.optimizer.params.betas.1",
+    ),
+    (
+        "unsupported-optimizer",
+        run_yaml(ds_d=ds(optimizer={"type": "SGD", "params": {"lr": 0.1}})),
+        [],
+        "discriminator.deepspeed.optimizer.type",
+    ),
+    (
+        "train-batch-inconsistent",
+        run_yaml(ds_g=ds(train_batch_size=24)),
+        ["--world-size", "2"],
+        "generator.deepspeed: train_batch_size=24 != train_micro_batch_size_per_gpu (8)",
+    ),
+    (
+        "micro-batches-cannot-pair",
+        run_yaml(ds_d=ds(train_micro_batch_size_per_gpu=16)),
+        [],
+        "discriminator.deepspeed.train_micro_batch_size_per_gpu=16",
+    ),
+    (
+        "unknown-model-type",
+        run_yaml(),
+        ["--set", "generator.model.type=StyleGAN2Generator"],
+        "generator.model: Input tag 'StyleGAN2Generator'",
+    ),
     ("missing-model-type", run_yaml(generator="{model: {noise_size: 3}}"), [], "generator.model: missing 'type'"),
-    ("scale-mismatch", run_yaml(), ["--set", "discriminator.model.input_scale=64"],
-     "generator.model.output_scale=32 != discriminator.model.input_scale=64"),
-    ("class-mismatch", run_yaml(), ["--set", "discriminator.model.num_classes=5"],
-     "generator.model.num_classes=10 != discriminator.model.num_classes=5"),
+    (
+        "scale-mismatch",
+        run_yaml(),
+        ["--set", "discriminator.model.input_scale=64"],
+        "generator.model.output_scale=32 != discriminator.model.input_scale=64",
+    ),
+    (
+        "class-mismatch",
+        run_yaml(),
+        ["--set", "discriminator.model.num_classes=5"],
+        "generator.model.num_classes=10 != discriminator.model.num_classes=5",
+    ),
     ("negative-ema-momentum", run_yaml(ema="{momentum: -0.1}"), [], "ema.momentum"),
     ("both-lengths", run_yaml(run="{total_iters: 5, total_images: 100}"), [], "run: set exactly one"),
-    ("missing-ds-file", {"run.yaml": "generator:\n  deepspeed: nope/g.json\n"}, [],
-     "generator.deepspeed: file not found"),
+    (
+        "missing-ds-file",
+        {"run.yaml": "generator:\n  deepspeed: nope/g.json\n"},
+        [],
+        "generator.deepspeed: file not found",
+    ),
     ("malformed-yaml", {"run.yaml": "run: {dir: [unclosed\n"}, [], "run.yaml: cannot parse"),
     ("malformed-json", run_yaml(ds_g='{"train_micro_batch_size_per_gpu": 8,}'), [], "g.json: cannot parse"),
     ("malformed-toml", {"run.toml": "[run\ndir = 1\n"}, [], "run.toml: cannot parse"),
@@ -91,11 +163,18 @@ CASES = [
     ("unknown-loss", run_yaml(loss="{type: lsgan}"), [], "loss.type"),
     ("wgan-without-constraint", run_yaml(loss="{type: wgan}"), [], "loss.type='wgan' needs a Lipschitz constraint"),
     ("inception-without-weights", run_yaml(eval="{features: inception}"), [], "eval: features='inception' needs"),
-    ("conditional-data-unconditional-model", run_yaml(),
-     ["--set", "generator.model.num_classes=0", "--set", "discriminator.model.num_classes=0"], "data.conditional"),
-    ("auto-sync-bn", run_yaml(),
-     ["--set", "generator.model.type=BigGANGenerator", "--set", "generator.model.auto_sync_bn=true"],
-     "auto_sync_bn=True is not supported"),
+    (
+        "conditional-data-unconditional-model",
+        run_yaml(),
+        ["--set", "generator.model.num_classes=0", "--set", "discriminator.model.num_classes=0"],
+        "data.conditional",
+    ),
+    (
+        "auto-sync-bn",
+        run_yaml(),
+        ["--set", "generator.model.type=BigGANGenerator", "--set", "generator.model.auto_sync_bn=true"],
+        "auto_sync_bn=True is not supported",
+    ),
     ("bad-override-syntax", run_yaml(), ["--set", "run.total_iters"], "expected key.path=value"),
 ]
 
@@ -118,8 +197,12 @@ def test_catalogue_is_large_enough():
 
 def test_cli_subprocess_prints_no_traceback(tmp_path):
     (tmp_path / "run.yaml").write_text("run: {totl_iters: 3}\n")
-    proc = subprocess.run([sys.executable, "-m", "dsgan.cli", "validate-config", str(tmp_path / "run.yaml")],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsgan.cli", "validate-config", str(tmp_path / "run.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == EXIT_CONFIG
     assert "run.totl_iters: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -165,10 +248,18 @@ def test_biggan128_is_the_seed():
 
 
 def test_override_keeps_other_defaults_and_type_switch_resets():
-    cfg = load_config(None, ["run.total_iters=7", "generator.model.type=BigGANGenerator",
-                             "discriminator.model.type=BigGANDiscriminator", "generator.model.num_classes=10",
-                             "discriminator.model.num_classes=10", "generator.model.output_scale=32",
-                             "discriminator.model.input_scale=32"])
+    cfg = load_config(
+        None,
+        [
+            "run.total_iters=7",
+            "generator.model.type=BigGANGenerator",
+            "discriminator.model.type=BigGANDiscriminator",
+            "generator.model.num_classes=10",
+            "discriminator.model.num_classes=10",
+            "generator.model.output_scale=32",
+            "discriminator.model.input_scale=32",
+        ],
+    )
     assert cfg.run.total_iters == 7 and cfg.run.log_every_iters == Config().run.log_every_iters
     assert cfg.generator.model.base_channels == 96  # BigGAN's default, not DCGAN's
 

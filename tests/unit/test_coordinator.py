@@ -10,7 +10,7 @@ def mmagic_reference(d_steps: int, g_steps: int, acc_d: int, acc_g: int, iters: 
     (iter + 1) % (discriminator_steps * acc_d) == 0, G runs generator_steps * acc_g micro-batches."""
     events, d_calls, g_calls = [], 0, 0
     for it in range(iters):
-        d_calls += 1
+        d_calls += 1  # noqa: SIM113 (counts OptimWrapper calls, as MMagic does)
         if d_calls % acc_d == 0:
             events.append("D")
         if (it + 1) % (d_steps * acc_d) == 0:

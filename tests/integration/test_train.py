@@ -1,0 +1,238 @@
+"""The real entry point on CPU ranks: launchers, exact resume, signals, kills mid-save, corrupt checkpoints,
+config changes on resume, and rank disagreement."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from launch import REPO, free_port, launch
+
+from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_PREEMPTED, EXIT_RANK_MISMATCH
+
+TINY = str(REPO / "configs" / "tiny_cpu.yaml")
+# A cycle of 4 iterations (D: 2 updates of 2 micro-batches, then G: 1 update of 2), so that checkpoint boundaries
+# (every 2 iterations) fall in the middle of cycles.
+MID_CYCLE = [
+    "schedule.discriminator_steps=2",
+    "discriminator.deepspeed.gradient_accumulation_steps=2",
+    "generator.deepspeed.gradient_accumulation_steps=2",
+    "run.sample_every_iters=null",
+]
+
+
+def train(run_dir: Path, world: int, *sets: str, env: dict | None = None, timeout: float = 300) -> list:
+    args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
+    for s in sets:
+        args += ["--set", s]
+    return launch(args, world_size=world, timeout=timeout, env=env)
+
+
+def ok(results: list, code: int = 0) -> str:
+    for r in results:
+        assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{r.stdout[-5000:]}"
+    return results[0].stdout
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the newest checkpoint: both engines' weights and optimizer states (all ranks' files), EMA."""
+    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text()
+    out = {}
+    for f in sorted(ckpt.rglob("*.pt")):
+        if f.name.startswith("rng-"):
+            continue
+        _flatten(str(f.relative_to(ckpt)), torch.load(f, weights_only=False), out)
+    return out
+
+
+def _flatten(prefix: str, obj: object, out: dict) -> None:
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if k not in ("config", "wandb_run_id", "ds_config", "ds_version"):
+                _flatten(f"{prefix}/{k}", v, out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _flatten(f"{prefix}/{i}", v, out)
+    elif isinstance(obj, (int, float)):
+        out[prefix] = torch.tensor(obj)
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+
+
+def test_deepspeed_launcher_runs_to_the_end(tmp_path):
+    """`deepspeed --num_gpus 2 dsgan/train.py` on a machine without GPUs: 2 CPU ranks; `--local_rank` accepted."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            "deepspeed",
+            "--num_gpus",
+            "2",
+            "--master_port",
+            str(free_port()),
+            "dsgan/train.py",
+            "--config",
+            TINY,
+            "--run-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert (tmp_path / "checkpoints" / "step-00000024" / "manifest.json").is_file()
+    assert "done: 24 iterations" in proc.stdout + proc.stderr
+    assert list((tmp_path / "samples").glob("*.png"))
+
+
+@pytest.mark.parametrize("world,stage", [(1, 0), (2, 0), (2, 2)])
+def test_resume_mid_cycle_is_bit_exact(tmp_path, world, stage):
+    sets = [
+        *MID_CYCLE,
+        f"generator.deepspeed.zero_optimization.stage={stage}",
+        f"discriminator.deepspeed.zero_optimization.stage={stage}",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    ok(train(straight, world, *sets, "run.total_iters=16"))
+    ok(train(split, world, *sets, "run.total_iters=10"))  # 10 = 2.5 cycles: stops mid-cycle
+    out = ok(train(split, world, *sets, "run.total_iters=16"))  # same command, longer: resumes
+    assert "resumed from" in out and "step-00000010" in out
+    assert_identical(final_state(straight), final_state(split))
+
+
+def test_sigusr1_on_one_rank_saves_and_resumes_exactly(tmp_path):
+    sets = [*MID_CYCLE, "run.total_iters=400", "checkpoint.every_iters=null", "run.log_every_iters=2"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    ok(train(straight, 2, *sets))
+    procs = _start(split, 2, sets)
+    _wait_for(lambda: (split / "metrics.jsonl").is_file() and len((split / "metrics.jsonl").read_text()) > 0)
+    procs[1].send_signal(signal.SIGUSR1)  # any rank: the ranks agree at the next D update
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [EXIT_PREEMPTED] * 2, [p.stdout.read()[-3000:] for p in procs]
+    saved = (split / "checkpoints" / "latest").read_text()
+    assert saved != "step-00000400"
+    ok(train(split, 2, *sets))
+    assert_identical(final_state(straight), final_state(split))
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
+    env = {"DSGAN_TEST_CHECKPOINT_DELAY_SECONDS": "5"}
+    procs = _start(tmp_path, 1, ["run.total_iters=24", "checkpoint.every_iters=8"], env=env)
+    ckpts = tmp_path / "checkpoints"
+    _wait_for(lambda: (ckpts / "step-00000016.tmp").is_dir(), timeout=120)  # step 8 done, step 16 in flight
+    for p in procs:
+        p.kill()
+        p.wait()
+    assert (ckpts / "latest").read_text() == "step-00000008"
+    from dsgan.checkpoint import find_resumable
+
+    assert find_resumable(tmp_path) == ckpts / "step-00000008"
+    out = ok(train(tmp_path, 1, "run.total_iters=24", "checkpoint.every_iters=8"))
+    assert "resumed from" in out and "step-00000008" in out
+
+
+def test_corrupt_checkpoint_is_skipped_with_warning(tmp_path):
+    ok(train(tmp_path, 1, "run.total_iters=16", "checkpoint.every_iters=8", "checkpoint.keep_last=2"))
+    newest = tmp_path / "checkpoints" / "step-00000016"
+    victim = next(p for p in sorted(newest.rglob("*.pt")) if p.stat().st_size > 1000)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncated
+    out = ok(train(tmp_path, 1, "run.total_iters=24", "checkpoint.every_iters=8"))
+    assert "skipping checkpoint" in out and "truncated" in out
+    assert "step-00000008" in out
+    # Asking for the corrupt one explicitly is an error, not a silent fallback.
+    res = launch(["-m", "dsgan.train", "--config", TINY, "--run-dir", str(tmp_path), "--resume", str(newest)], 1)
+    out = ok(res, EXIT_CHECKPOINT)
+    assert "checksum mismatch" in out or "truncated" in out
+
+
+def test_incompatible_config_change_is_refused_and_lr_change_applied(tmp_path):
+    ok(train(tmp_path, 1, "run.total_iters=8"))
+    out = ok(
+        train(
+            tmp_path,
+            1,
+            "run.total_iters=16",
+            "generator.model.base_channels=16",
+            "generator.deepspeed.bf16.enabled=true",
+        ),
+        EXIT_CONFIG,
+    )
+    assert "generator.model" in out and "generator.deepspeed.bf16.enabled" in out
+    ok(train(tmp_path, 1, "run.total_iters=16", "generator.deepspeed.optimizer.params.lr=0.0005"))
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["g_lr"] == pytest.approx(5e-4)
+
+
+def test_rank_disagreement_is_an_error_not_a_hang(tmp_path):
+    """Rank 1 skips one D micro-step inside an accumulation window; the next agreement names both ranks."""
+    start = time.monotonic()
+    res = train(tmp_path, 2, *MID_CYCLE, "run.total_iters=16", env={"DSGAN_TEST_SKIP_D_MICROSTEP": "1:4"}, timeout=120)
+    assert time.monotonic() - start < 60
+    for r in res:
+        assert r.returncode == EXIT_RANK_MISMATCH, r.stdout[-3000:]
+    out = res[0].stdout
+    assert "ranks disagree" in out
+    assert "rank 0: iteration=5, d_micro_steps=5" in out and "rank 1: iteration=5, d_micro_steps=4" in out
+
+
+def test_rerun_of_finished_run_does_nothing(tmp_path):
+    ok(train(tmp_path, 1, "run.total_iters=8"))
+    out = ok(train(tmp_path, 1, "run.total_iters=8"))
+    assert "already complete" in out
+
+
+def test_bad_data_fails_before_engines(tmp_path):
+    res = train(tmp_path, 1, "data.type=image_folder", f"data.root={tmp_path / 'missing'}")
+    out = ok(res, EXIT_CONFIG)
+    assert "missing" in out and "Traceback" not in out
+
+
+def _start(run_dir: Path, world: int, sets: list[str], env: dict | None = None) -> list[subprocess.Popen]:
+    port = str(free_port())
+    args = [sys.executable, "-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
+    for s in sets:
+        args += ["--set", s]
+    procs = []
+    for rank in range(world):
+        penv = {
+            **os.environ,
+            **(env or {}),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
+        procs.append(
+            subprocess.Popen(args, cwd=REPO, env=penv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    return procs
+
+
+def _wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def teardown_module() -> None:
+    shutil.rmtree(REPO / "runs" / "tiny", ignore_errors=True)
