@@ -174,8 +174,10 @@ def verify(path: Path) -> str | None:
     return None
 
 
-def find_resumable(run_dir: Path) -> Path | None:
-    """Newest verified checkpoint in the run dir, warning about each newer one that is skipped."""
+def find_resumable(run_dir: Path, set_aside: bool = False) -> Path | None:
+    """Newest verified checkpoint in the run dir, warning about each newer one that is skipped. With `set_aside`,
+    a skipped one is renamed `step-N.corrupt` so that pruning never counts it (and never deletes a good one
+    in its place)."""
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return None
@@ -184,6 +186,9 @@ def find_resumable(run_dir: Path) -> Path | None:
         if problem is None:
             return path
         log.warning("skipping checkpoint %s: %s", path, problem)
+        if set_aside:
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+            log.warning("renamed it to %s.corrupt", path.name)
     return None
 
 
@@ -199,7 +204,7 @@ def resolve_resume(run_dir: Path, explicit: Path | None, env: DistEnv) -> Path |
             else:
                 choice = str(explicit)
         else:
-            found = find_resumable(run_dir)
+            found = find_resumable(run_dir, set_aside=True)
             choice = str(found) if found else None
     choice, error = broadcast_object((choice, error), env)
     if error:

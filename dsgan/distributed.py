@@ -77,8 +77,9 @@ def agree(state: list[int], expected: list[int], names: list[str], flags: torch.
     """
     local = torch.cat([torch.tensor(state, dtype=torch.int64, device=env.device), flags.to(torch.int64).view(-1)])
     if env.world_size > 1:
-        gathered = torch.empty(env.world_size, local.numel(), dtype=torch.int64, device=env.device)
+        gathered = torch.empty(env.world_size * local.numel(), dtype=torch.int64, device=env.device)
         dist.all_gather_into_tensor(gathered, local)
+        gathered = gathered.view(env.world_size, -1)
     else:
         gathered = local.unsqueeze(0)
     rows = gathered.tolist()

@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +79,17 @@ class Tracker:
         record = {"iteration": iteration, "time": time.time(), **metrics}
         self._jsonl.write(json.dumps(record) + "\n")
         if self._wandb is not None:
-            self._call(self._wandb.log, {"iteration": iteration, **metrics})
+            self._guarded(lambda: self._wandb.log({"iteration": iteration, **metrics}))
 
     def log_image(self, key: str, path: Path, iteration: int) -> None:
         if self.is_main and self._wandb is not None:
             import wandb
 
-            self._call(self._wandb.log, {"iteration": iteration, key: wandb.Image(str(path))})
+            self._guarded(lambda: self._wandb.log({"iteration": iteration, key: wandb.Image(str(path))}))
 
-    def _call(self, fn, *args) -> None:
+    def _guarded(self, fn: Callable[[], object]) -> None:
         try:
-            fn(*args)
+            fn()
         except Exception as exc:
             log.warning("wandb call failed, continuing without wandb: %s", exc)
             self._wandb = None
@@ -98,4 +99,4 @@ class Tracker:
             return
         self._jsonl.close()
         if self._wandb is not None:
-            self._call(self._wandb.finish)
+            self._guarded(self._wandb.finish)
