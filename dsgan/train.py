@@ -33,7 +33,7 @@ from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loade
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
-from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, DsganError, NonFiniteLossError
+from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, DsganError, NonFiniteLossError
 from dsgan.losses import d_loss, d_regularizer, g_loss
 from dsgan.models import build_discriminator, build_generator
 from dsgan.samples import fixed_noise, save_grid
@@ -60,6 +60,8 @@ class Run:
     total_iters: int
     iteration: int = 0
     start_iteration: int = 0
+    start_batch: int = 0
+    """Global data batches consumed before this process started (the data stream's position)."""
     stop_requested: list[int] = field(default_factory=list)
 
 
@@ -143,7 +145,15 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
         cfg.generator.deepspeed.gradient_accumulation_steps,
     )
     micro = cfg.discriminator.deepspeed.train_micro_batch_size_per_gpu
-    sampler = StreamSampler(len(dataset), micro, env.rank, env.world_size, cfg.run.seed, start_batch=iteration)
+    start_batch = iteration
+    if state is not None:  # the data position is stored in images, so a new world size or batch continues it
+        start_batch, rest = divmod(state["samples_consumed"], cfg.images_per_iter(env.world_size))
+        if rest:
+            raise ConfigError(
+                f"cannot continue the data stream: {state['samples_consumed']} images consumed is not a multiple of "
+                f"the new global batch {cfg.images_per_iter(env.world_size)} (micro-batch x world size)"
+            )
+    sampler = StreamSampler(len(dataset), micro, env.rank, env.world_size, cfg.run.seed, start_batch=start_batch)
     num_workers = getattr(cfg.data, "num_workers", 0)
     batches = iter(make_loader(dataset, sampler, micro, num_workers, getattr(cfg.data, "pin_memory", False)))
 
@@ -163,6 +173,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
         cfg.total_iters_for(env.world_size),
         iteration=iteration,
         start_iteration=iteration,
+        start_batch=start_batch,
     )
 
 
@@ -425,7 +436,8 @@ def _save(run: Run) -> None:
         "config": run.cfg.model_dump(mode="json"),
         "config_hash": config_hash(run.cfg),
         "ema": ema_state,
-        "samples_consumed": run.iteration * run.cfg.images_per_iter(run.env.world_size),
+        "samples_consumed": (run.start_batch + run.iteration - run.start_iteration)
+        * run.cfg.images_per_iter(run.env.world_size),
         "wandb_run_id": run.tracker.wandb_run_id,
     }
     path = checkpoint.save(

@@ -16,7 +16,7 @@ import pytest
 import torch
 from launch import REPO, free_port, launch
 
-from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_PREEMPTED, EXIT_RANK_MISMATCH
+from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_RANK_MISMATCH
 
 TINY = str(REPO / "configs" / "tiny_cpu.yaml")
 # A cycle of 4 iterations (D: 2 updates of 2 micro-batches, then G: 1 update of 2), so that checkpoint boundaries
@@ -237,3 +237,13 @@ def _wait_for(condition, timeout: float = 120) -> None:
 
 def teardown_module() -> None:
     shutil.rmtree(REPO / "runs" / "tiny", ignore_errors=True)
+
+
+def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path):
+    """A penalty weight that overflows fp32 makes D's loss inf: exit 3, nothing saved after the last good one."""
+    ok(train(tmp_path, 2, "run.total_iters=8", "checkpoint.every_iters=4"))
+    out = ok(train(tmp_path, 2, "run.total_iters=16", "checkpoint.every_iters=4", "loss.r1_weight=1e39"),
+             EXIT_NONFINITE)
+    assert "non-finite loss" in out and "Traceback" not in out
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step-00000008"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000008"]
