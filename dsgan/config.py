@@ -496,6 +496,19 @@ class Config(Strict):
             raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
         if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:
             raise ValueError("eval.features='digits' only applies to data.type='digits'; use 'inception'")
+        d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
+        for name, value in (
+            ("run.total_iters", self.run.total_iters),
+            ("checkpoint.every_iters", self.checkpoint.every_iters),
+            ("checkpoint.milestone_every_iters", self.checkpoint.milestone_every_iters),
+            ("eval.every_iters", self.eval.every_iters),
+        ):
+            if value is not None and value % d_acc:
+                raise ValueError(
+                    f"{name}={value} is not a multiple of discriminator.deepspeed.gradient_accumulation_steps="
+                    f"{d_acc}: checkpoints (and the end of the run) must fall on a D update, where no gradients are "
+                    "half-accumulated"
+                )
         if self.loss.type == "wgan" and self.loss.gp_weight == 0 and not _has_spectral_norm(d):
             raise ValueError(
                 "loss.type='wgan' needs a Lipschitz constraint: set loss.gp_weight > 0 (WGAN-GP) or use a "
@@ -509,7 +522,8 @@ class Config(Strict):
     def total_iters_for(self, world_size: int) -> int:
         if self.run.total_iters is not None:
             return self.run.total_iters
-        return math.ceil(self.run.total_images / self.images_per_iter(world_size))
+        d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
+        return d_acc * math.ceil(self.run.total_images / (self.images_per_iter(world_size) * d_acc))
 
 
 def _has_spectral_norm(d: BaseModel) -> bool:
