@@ -1,0 +1,74 @@
+"""GAN losses and gradient penalties: pure functions of logits and modules.
+
+Penalties take D's *underlying module* (`engines['discriminator'].module`), never its engine: `autograd.grad`
+through a DeepSpeed engine fails at ZeRO 0-2 (SEMANTICS.md section 5). They run in fp32 (gradient penalties in fp16
+tend to NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsgan.config import Loss
+
+
+def d_loss(loss_type: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """D's loss, and its real and fake terms (detached, for logging)."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    if loss_type == "hinge":  # Lim & Ye 2017; BigGAN
+        real, fake = F.relu(1 - real_logits).mean(), F.relu(1 + fake_logits).mean()
+    elif loss_type == "vanilla":  # Goodfellow et al. 2014: -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
+        real, fake = F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
+    elif loss_type == "wgan":  # Arjovsky et al. 2017: D(G(z)) - D(x)
+        real, fake = -real_logits.mean(), fake_logits.mean()
+    else:
+        raise ValueError(f"unknown loss type {loss_type!r}")
+    return real + fake, {"d_loss_real": real.detach(), "d_loss_fake": fake.detach()}
+
+
+def g_loss(loss_type: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    fake_logits = fake_logits.float()
+    if loss_type in ("hinge", "wgan"):
+        return -fake_logits.mean()
+    if loss_type == "vanilla":  # the non-saturating form: -log sigmoid(D(G(z)))
+        return F.softplus(-fake_logits).mean()
+    raise ValueError(f"unknown loss type {loss_type!r}")
+
+
+def _input_gradients(d_module: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    x = x.detach().float().requires_grad_(True)
+    with torch.autocast(x.device.type, enabled=False):
+        out = d_module(x, y).float()
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.flatten(1)
+
+
+def r1_penalty(d_module: nn.Module, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 on reals (Mescheder et al. 2018); the caller applies gamma / 2."""
+    return _input_gradients(d_module, real, y).pow(2).sum(1).mean()
+
+
+def gradient_penalty(
+    d_module: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator, device=real.device)
+    x_hat = alpha * real.detach().float() + (1 - alpha) * fake.detach().float()
+    return (_input_gradients(d_module, x_hat, y).norm(dim=1) - 1).pow(2).mean()
+
+
+def d_regularizer(
+    cfg: Loss, d_module: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, d_micro_step: int
+) -> torch.Tensor | None:
+    """The weighted penalties for this D micro-step, or None. R1 is lazy (StyleGAN2): applied every `r1_interval`
+    micro-steps and scaled by the interval so that its expected strength does not depend on the interval. A
+    conditional D scores WGAN-GP interpolates with the real images' labels."""
+    terms = []
+    if cfg.r1_weight > 0 and d_micro_step % cfg.r1_interval == 0:
+        terms.append(cfg.r1_weight / 2 * cfg.r1_interval * r1_penalty(d_module, real, y))
+    if cfg.gp_weight > 0:
+        terms.append(cfg.gp_weight * gradient_penalty(d_module, real, fake, y))
+    return sum(terms) if terms else None
