@@ -1,0 +1,122 @@
+"""Two gloo ranks evaluate the same sample set as one process: same FD8/FID, same IS splits, same reference cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from dsgan.eval import (
+    DigitsFeatures,
+    ReferenceStats,
+    digits_pixels,
+    evaluate_generator,
+    gather_features,
+    load_or_compute_reference,
+)
+
+NUM_SAMPLES = 101  # odd: the ranks hold 51 and 50 samples, so the gather pads
+
+
+class TinyGenerator(nn.Module):
+    noise_size = 8
+    num_classes = 10
+    output_scale = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(10, 8)
+        self.fc = nn.Linear(8, 64)
+        self.bn = nn.BatchNorm1d(64)  # batch-dependent in train mode: evaluation must switch it off
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.bn(self.fc(z + self.embed(y)))).view(-1, 1, 8, 8)
+        return F.interpolate(x, size=(16, 16), mode="nearest").expand(-1, 3, -1, -1)
+
+
+class ProjectionFeatures:
+    """Digits pixels plus fixed random logits, standing in for Inception so that IS (order-sensitive) is covered."""
+
+    name = "test-projection"
+    preprocessing_id = "digits-pixels"
+    weights_sha256 = ""
+    reports_inception_score = True
+
+    def __init__(self) -> None:
+        self.weight = torch.randn(64, 20, generator=torch.Generator().manual_seed(0)) / 8
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = digits_pixels(images)
+        return features, features @ self.weight
+
+
+def _reference() -> ReferenceStats:
+    mu, sigma, count = DigitsFeatures(16).reference_statistics()
+    return ReferenceStats(mu, sigma, count, "digits")
+
+
+def _evaluate(rank: int, world_size: int) -> dict[str, float]:
+    generator = TinyGenerator().train()
+    ref = _reference()
+    results = {}
+    for name, extractor in (("digits", DigitsFeatures(16)), ("projection", ProjectionFeatures())):
+        out = evaluate_generator(generator, extractor, NUM_SAMPLES, 16, ref, 5, rank, world_size, "cpu")
+        results.update({f"{name}_{k}": v for k, v in out.items()})
+    assert generator.training
+    return results
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        results = _evaluate(rank, world_size)
+        gathered = gather_features(torch.full((rank + 2, 3), float(rank)))
+        results["gathered"] = gathered[:, 0].tolist()
+
+        calls = []
+
+        def compute():
+            calls.append(1)
+            return np.full(2, rank, np.float64), np.eye(2) * (rank + 1), 7
+
+        cache = Path(out_dir) / "ref.npz"
+        first = load_or_compute_reference(cache, compute, "k")
+        second = load_or_compute_reference(cache, compute, "k")
+        results["cache_calls"] = len(calls)
+        results["cache_mu"] = [first.mu.tolist(), second.mu.tolist()]
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_match_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    single = _evaluate(0, 1)
+    for results in ranks:
+        for key, value in single.items():
+            assert results[key] == pytest.approx(value, rel=1e-6), key
+        assert results["gathered"] == [0.0, 0.0, 1.0, 1.0, 1.0]  # rank order, unequal sizes
+        # Rank 0 computed and wrote the cache, then everyone reused it; all ranks hold rank 0's numbers.
+        assert results["cache_calls"] == 1
+        assert results["cache_mu"] == [[0.0, 0.0], [0.0, 0.0]]
+    assert {"digits_fid", "projection_fid", "projection_is_mean", "projection_is_std"} <= set(single)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json", "ref.npz"]

@@ -1,0 +1,108 @@
+"""evaluate_generator's sample set and mode handling, and the reference-statistics cache (no process group)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsgan.eval import (
+    DigitsFeatures,
+    ReferenceStats,
+    evaluate_generator,
+    load_or_compute_reference,
+    reference_key,
+    sample_labels,
+    sample_noise,
+)
+from dsgan.eval.fid import eval_mode, read_reference
+
+
+class TinyGenerator(nn.Module):
+    noise_size = 8
+    num_classes = 10
+    output_scale = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(10, 8)
+        self.fc = nn.Linear(8, 64)
+        self.bn = nn.BatchNorm1d(64)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.dropout(self.bn(self.fc(z + self.embed(y))))).view(-1, 1, 8, 8)
+        return F.interpolate(x, size=(16, 16), mode="nearest").expand(-1, 3, -1, -1)
+
+
+def _reference() -> ReferenceStats:
+    mu, sigma, count = DigitsFeatures(16).reference_statistics()
+    return ReferenceStats(mu, sigma, count, "digits")
+
+
+def _evaluate(generator: nn.Module, num_samples: int, batch_size: int, seed: int = 0) -> dict[str, float]:
+    return evaluate_generator(generator, DigitsFeatures(16), num_samples, batch_size, _reference(), seed, 0, 1, "cpu")
+
+
+def test_noise_depends_only_on_seed_and_index():
+    full = sample_noise(range(10), seed=7, noise_size=5)
+    assert torch.equal(sample_noise([3, 8], seed=7, noise_size=5), full[[3, 8]])
+    assert not torch.equal(sample_noise([3], seed=8, noise_size=5), full[[3]])
+    assert not torch.equal(full[0], full[1])
+    assert torch.equal(sample_labels([0, 1, 11, 23], 10), torch.tensor([0, 1, 1, 3]))
+    assert sample_labels([0, 1], 0) is None
+
+
+def test_result_independent_of_batch_size_and_train_mode():
+    generator = TinyGenerator().train()
+    generator.dropout.eval()  # a submodule in its own mode must keep it
+    a = _evaluate(generator, 60, batch_size=7)
+    b = _evaluate(generator, 60, batch_size=60)
+    assert set(a) == {"fid"}  # no IS from the digits features
+    assert a["fid"] == pytest.approx(b["fid"], rel=1e-9)
+    assert generator.training and generator.bn.training and not generator.dropout.training
+    assert _evaluate(generator, 60, batch_size=7, seed=1)["fid"] != a["fid"]
+
+
+def test_eval_mode_restores_after_error_and_disables_grad():
+    generator = TinyGenerator().train()
+    with pytest.raises(RuntimeError), eval_mode(generator):
+        assert not generator.training and not torch.is_grad_enabled()
+        raise RuntimeError
+    assert generator.training and torch.is_grad_enabled()
+
+
+def test_needs_process_group_for_several_ranks():
+    with pytest.raises(ValueError, match="process group"):
+        evaluate_generator(TinyGenerator(), DigitsFeatures(16), 10, 5, _reference(), 0, 0, 2, "cpu")
+    with pytest.raises(ValueError, match="num_samples"):
+        _evaluate(TinyGenerator(), 1, 5)
+
+
+def test_reference_cache_reuse_mismatch_and_corrupt(tmp_path):
+    path = tmp_path / "stats.npz"
+    calls = []
+
+    def compute():
+        calls.append(1)
+        x = np.random.default_rng(len(calls)).normal(size=(30, 4))
+        return x.mean(0), np.cov(x, rowvar=False), 30
+
+    extractor = DigitsFeatures(32)
+    key = reference_key(extractor, "digits", "32")
+    assert key != reference_key(DigitsFeatures(16), "digits", "32")  # the preprocessing id names the data path
+    first = load_or_compute_reference(path, compute, key)
+    second = load_or_compute_reference(path, compute, key)
+    assert len(calls) == 1 and np.array_equal(first.mu, second.mu) and second.count == 30
+    third = load_or_compute_reference(path, compute, "other")
+    assert len(calls) == 2 and read_reference(path).key == "other"
+    assert not np.array_equal(third.mu, first.mu)
+
+    path.write_bytes(b"torn")
+    with pytest.warns(UserWarning, match="unreadable"):
+        load_or_compute_reference(path, compute, "other")
+    assert len(calls) == 3 and read_reference(path).key == "other"
+    assert [p.name for p in tmp_path.iterdir()] == ["stats.npz"]

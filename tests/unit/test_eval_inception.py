@@ -1,0 +1,216 @@
+"""The FID Inception: architecture facts, weights-file handling, preprocessing; and the full FID pipeline on CPU
+with random weights saved to a file."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from dsgan.errors import ConfigError
+from dsgan.eval import (
+    PREPROCESSING_ID,
+    FIDInceptionV3,
+    InceptionFeatures,
+    dataset_statistics,
+    evaluate_generator,
+    load_inception,
+    load_or_compute_reference,
+    preprocess,
+    reference_key,
+)
+from dsgan.eval.inception import InceptionE, _tf_avg_pool
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One BLAS/OpenMP thread: the test machine's cores are shared, and spinning thread pools under contention made
+    these tests 10x slower (and their timing meaningless)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+def _random_weights(path, drop_num_batches_tracked: bool = False) -> dict[str, torch.Tensor]:
+    """He-initialised convolutions so activations stay O(1) through the 90-odd layers (PyTorch's default init
+    shrinks them to ~1e-8, too small to exercise anything)."""
+    torch.manual_seed(0)
+    model = FIDInceptionV3()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    state = model.state_dict()
+    if drop_num_batches_tracked:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, path)
+    return state
+
+
+class TinyGenerator(nn.Module):
+    """Conditional linear generator at 32x32; BatchNorm makes a forgotten eval() visible (batch-dependent output)."""
+
+    noise_size = 8
+    num_classes = 3
+    output_scale = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(3, 8)
+        self.fc = nn.Linear(8, 3 * 8 * 8)
+        self.bn = nn.BatchNorm1d(3 * 8 * 8)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.bn(self.fc(z + self.embed(y)))).view(-1, 3, 8, 8)
+        return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+
+
+def test_state_dict_names_and_shapes_match_pytorch_fid_file():
+    state = FIDInceptionV3().state_dict()
+    expected = {
+        "Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3),
+        "Conv2d_1a_3x3.bn.running_var": (32,),
+        "Conv2d_4a_3x3.conv.weight": (192, 80, 3, 3),
+        "Mixed_5b.branch_pool.conv.weight": (32, 192, 1, 1),
+        "Mixed_5d.branch5x5_2.conv.weight": (64, 48, 5, 5),
+        "Mixed_6a.branch3x3.conv.weight": (384, 288, 3, 3),
+        "Mixed_6b.branch7x7_2.conv.weight": (128, 128, 1, 7),
+        "Mixed_6e.branch7x7dbl_5.conv.weight": (192, 192, 1, 7),
+        "Mixed_7a.branch7x7x3_4.conv.weight": (192, 192, 3, 3),
+        "Mixed_7b.branch3x3dbl_1.conv.weight": (448, 1280, 1, 1),
+        "Mixed_7c.branch3x3_2b.conv.weight": (384, 384, 3, 1),
+        "Mixed_7c.branch_pool.conv.weight": (192, 2048, 1, 1),
+        "fc.weight": (1008, 2048),
+        "fc.bias": (1008,),
+    }
+    for key, shape in expected.items():
+        assert tuple(state[key].shape) == shape, key
+    assert not any(k.startswith("AuxLogits") for k in state)
+    assert not any(k.endswith(".bias") for k in state if ".conv." in k)  # convolutions have no bias in the TF graph
+    # 94 conv+bn units (5 stem, 3x7 A, 4 B, 4x10 C, 6 D, 2x9 E) and the classifier.
+    assert sum(1 for k in state if k.endswith(".conv.weight")) == 94
+    # torchvision's inception_v3 has 27,161,264 parameters (its weights metadata); minus AuxLogits (3,326,696),
+    # plus 8 more classifier outputs (8 x 2049): the pytorch-fid network.
+    assert sum(p.numel() for p in FIDInceptionV3().parameters()) == 27_161_264 - 3_326_696 + 8 * 2049
+
+
+def test_tf_pooling_details():
+    # TF average pooling ignores padding: a constant map stays constant at the borders.
+    x = torch.ones(1, 2, 5, 5)
+    assert torch.allclose(_tf_avg_pool(x), x)
+    # Mixed_7c pools its side branch with max, Mixed_7b with (TF) average.
+    torch.manual_seed(0)
+    a, b = InceptionE(16, max_pool=False).eval(), InceptionE(16, max_pool=True).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 16, 8, 8)
+    assert not torch.allclose(a(x), b(x))
+
+
+def test_preprocess_quantizes_resizes_and_records_it():
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = preprocess(images)
+    assert out.shape == (2, 3, 299, 299) and out.min() >= -1 and out.max() <= 1
+    q = torch.round((images + 1) * 127.5) / 255
+    ref = F.interpolate(q, size=(299, 299), mode="bilinear", align_corners=False, antialias=False) * 2 - 1
+    assert torch.allclose(out, ref, atol=1e-6)
+    # Real uint8 images mapped to [-1, 1] pass through the quantization unchanged.
+    u8 = torch.randint(0, 256, (1, 3, 299, 299)).float() / 127.5 - 1
+    assert torch.allclose(preprocess(u8), u8, atol=1e-6)
+    assert "align_corners=False" in PREPROCESSING_ID and "antialias=False" in PREPROCESSING_ID
+    with pytest.raises(ValueError):
+        preprocess(torch.zeros(1, 1, 32, 32))
+
+
+def test_load_inception_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_inception(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="not a readable"):
+        load_inception(tmp_path / "junk.pth")
+    torch.save({"fc.weight": torch.zeros(1000, 2048)}, tmp_path / "wrong.pth")
+    with pytest.raises(ConfigError, match="not the TF FID Inception"):
+        load_inception(tmp_path / "wrong.pth")
+
+
+def test_load_inception_without_num_batches_tracked_and_stays_eval(tmp_path):
+    state = _random_weights(tmp_path / "w.pth", drop_num_batches_tracked=True)
+    model = load_inception(tmp_path / "w.pth")
+    assert torch.equal(model.Mixed_7c.branch_pool.conv.weight, state["Mixed_7c.branch_pool.conv.weight"])
+    assert len(model.weights_sha256) == 64
+    model.train()
+    assert not any(m.training for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_logits_exclude_fc_bias(tmp_path):
+    torch.manual_seed(1)
+    model = FIDInceptionV3()
+    model.fc.bias.data.normal_()
+    features, logits = model(torch.rand(1, 3, 75, 75) * 2 - 1)
+    assert torch.allclose(logits, features @ model.fc.weight.T)
+
+
+def test_full_pipeline_random_weights(tmp_path):
+    """load_inception from a file -> cached reference statistics -> evaluate_generator, on CPU at 299x299."""
+    _random_weights(tmp_path / "inception.pth")
+    extractor = InceptionFeatures(tmp_path / "inception.pth")
+    real = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return dataset_statistics(extractor, [real[:4], (real[4:], torch.zeros(4))], "cpu")
+
+    cache = tmp_path / "ref" / "fid_reference.npz"
+    key = reference_key(extractor, "random-real", "32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rank-deficient covariances must not need the eps fallback
+        ref = load_or_compute_reference(cache, compute, key)
+        assert calls == [1] and ref.count == 8 and ref.mu.shape == (2048,) and ref.sigma.shape == (2048, 2048)
+        again = load_or_compute_reference(cache, compute, key)
+        assert calls == [1]  # reused, not recomputed
+        np.testing.assert_array_equal(again.sigma, ref.sigma)
+
+        generator = TinyGenerator().train()
+        result = evaluate_generator(
+            generator,
+            extractor,
+            num_samples=12,
+            batch_size=5,
+            reference_stats=ref,
+            seed=3,
+            rank=0,
+            world_size=1,
+            device="cpu",
+        )
+    assert generator.training
+    assert set(result) == {"fid", "is_mean", "is_std"}
+    assert np.isfinite(result["fid"]) and result["fid"] > 0
+    assert result["is_mean"] >= 1.0 and result["is_std"] >= 0.0
+
+    # Another extractor identity (weights, preprocessing or dataset) -> recomputed and the file replaced.
+    other = reference_key(extractor, "another-dataset", "32")
+    assert other != key
+    fresh = load_or_compute_reference(cache, compute, other)
+    assert calls == [1, 1] and fresh.key == other
+    assert load_or_compute_reference(cache, compute, other).key == other and calls == [1, 1]
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["fid_reference.npz"]  # no temp files left
+
+
+@pytest.mark.gpu
+def test_cuda_features_match_cpu(tmp_path):
+    """fp32 on the GPU with TF32 scoped off agrees with the CPU (TF32 alone would move features by ~1e-3)."""
+    _random_weights(tmp_path / "inception.pth")
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cpu_features, cpu_logits = InceptionFeatures(tmp_path / "inception.pth")(images)
+    gpu_features, gpu_logits = InceptionFeatures(tmp_path / "inception.pth", "cuda")(images.cuda())
+    assert gpu_features.is_cuda
+    scale = cpu_features.abs().max()
+    assert (gpu_features.cpu() - cpu_features).abs().max() < 1e-3 * scale
+    assert (gpu_logits.cpu() - cpu_logits).abs().max() < 1e-3 * cpu_logits.abs().max()
