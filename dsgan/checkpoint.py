@@ -8,6 +8,7 @@ Layout of `<run dir>/checkpoints/`:
         rng-rank{R}.pt          python/numpy/torch/cuda RNG states of each rank
         manifest.json           size and sha256 of every file above; written last
     latest                      name of the newest complete checkpoint (a hint; the manifest decides)
+    best                        name of the checkpoint with the lowest FID so far (never pruned)
 
 A checkpoint is written to `step-N.tmp`, completed with its manifest, then renamed: a kill at any moment leaves
 either the previous checkpoint or the new one, never a half-written one that looks complete. On load the newest
@@ -103,8 +104,10 @@ def save(
     env: DistEnv,
     keep_last: int,
     milestone_every: int | None,
+    best: bool = False,
 ) -> Path:
-    """Collective: every rank must call it (DeepSpeed writes each rank's ZeRO partition)."""
+    """Collective: every rank must call it (DeepSpeed writes each rank's ZeRO partition). `best` marks it as the
+    best by FID: named in `checkpoints/best` and never pruned."""
     root = run_dir / CHECKPOINTS
     final = root / step_name(iteration)
     tmp = root / (step_name(iteration) + ".tmp")
@@ -130,18 +133,20 @@ def save(
         if final.exists():  # same iteration saved before (e.g. end of run after a signal save)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        latest_tmp = root / "latest.tmp"
-        latest_tmp.write_text(final.name)
-        os.replace(latest_tmp, root / "latest")
+        for marker in ("latest", "best") if best else ("latest",):
+            marker_tmp = root / f"{marker}.tmp"
+            marker_tmp.write_text(final.name)
+            os.replace(marker_tmp, root / marker)
         _prune(root, keep_last, milestone_every)
     barrier(env)
     return final
 
 
 def _prune(root: Path, keep_last: int, milestone_every: int | None) -> None:
+    best = (root / "best").read_text() if (root / "best").is_file() else None
     steps = sorted(_complete_steps(root))
     for iteration, path in steps[:-keep_last]:
-        if milestone_every and iteration % milestone_every == 0:
+        if (milestone_every and iteration % milestone_every == 0) or path.name == best:
             continue
         shutil.rmtree(path, ignore_errors=True)
 

@@ -72,6 +72,36 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from dsgan.checkpoint import load_generator
+
+    generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    generator.to(device)
+    if args.digits:
+        from dsgan.eval import evaluate_digits
+
+        if generator.num_classes not in (0, 10):
+            raise ConfigError(f"--digits needs a digits model (10 classes); this one has {generator.num_classes}")
+        print(f"iteration {iteration}: {evaluate_digits(generator, device, seed=args.seed).format()}")
+        return 0
+    from dsgan.config import Config
+    from dsgan.eval.run import evaluate, make_extractor, reference
+
+    changes = {k: v for k, v in (("features", args.features), ("inception_weights", args.inception_weights),
+                                 ("num_samples", args.num_samples)) if v is not None}
+    cfg = Config.model_validate({**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"),
+                                                                           **changes}})
+    extractor = make_extractor(cfg, device)
+    run_dir = args.run or args.checkpoint.parent.parent
+    metrics = evaluate(cfg, generator, extractor, reference(cfg, extractor, run_dir, 0, 1, device), 0, 1, device)
+    print(f"iteration {iteration}, {cfg.eval.num_samples} samples, {extractor.name}: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    return 0
+
+
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory (its newest complete checkpoint)")
@@ -111,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated class indices (default: all, cycled)")
     p.add_argument("--truncation", type=float, default=None, help="BigGAN truncation threshold on |z|")
     p.set_defaults(func=_sample)
+
+    p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint")
+    _add_source_args(p)
+    p.add_argument("--digits", action="store_true", help="the embedded digits check: classifier accuracy and FD8")
+    p.add_argument("--features", choices=("inception", "digits"), help="overrides eval.features")
+    p.add_argument("--inception-weights", type=Path, help="TF FID Inception weights (pt_inception-2015-12-05)")
+    p.add_argument("--num-samples", type=int, help="overrides eval.num_samples")
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("params", help="print G and D parameter counts of a config")
     _add_config_args(p, required=False)

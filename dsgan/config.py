@@ -309,20 +309,22 @@ class DeepSpeedConfig(Strict):
         return out
 
 
-class GeneratorEngine(Strict):
-    model: GeneratorModel = DCGANGenerator()
-    deepspeed: DeepSpeedConfig = DeepSpeedConfig(
+def _digits_adam(lr: float) -> DeepSpeedConfig:
+    """The embedded digits run's engines: TTUR learning rates (Heusel et al. 2017), BigGAN's betas, torch's Adam."""
+    return DeepSpeedConfig(
         train_micro_batch_size_per_gpu=64,
-        optimizer=Optimizer(params=AdamParams(lr=2e-4, betas=(0.5, 0.999), torch_adam=True)),
+        optimizer=Optimizer(params=AdamParams(lr=lr, betas=(0.0, 0.999), torch_adam=True)),
     )
+
+
+class GeneratorEngine(Strict):
+    model: GeneratorModel = DCGANGenerator(output_scale=16)
+    deepspeed: DeepSpeedConfig = _digits_adam(1e-4)
 
 
 class DiscriminatorEngine(Strict):
-    model: DiscriminatorModel = DCGANDiscriminator()
-    deepspeed: DeepSpeedConfig = DeepSpeedConfig(
-        train_micro_batch_size_per_gpu=64,
-        optimizer=Optimizer(params=AdamParams(lr=2e-4, betas=(0.5, 0.999), torch_adam=True)),
-    )
+    model: DiscriminatorModel = DCGANDiscriminator(input_scale=16, with_spectral_norm=True)
+    deepspeed: DeepSpeedConfig = _digits_adam(4e-4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -390,14 +392,14 @@ class Run(Strict):
     seed: int = 0
     dir: Path = Path("runs/digits")
     """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes."""
-    total_iters: PositiveInt | None = 2000
+    total_iters: PositiveInt | None = 3000
     """Length in iterations (one data batch each). Set this or total_images."""
     total_images: PositiveInt | None = None
     """Length in real images seen by D, summed over ranks; converted to iterations at start."""
     log_every_iters: PositiveInt = 50
     collective_timeout_seconds: PositiveFloat = 300.0
     """Upper bound on any collective: a dead or diverged rank becomes an error after this, never a hang."""
-    sample_every_iters: PositiveInt | None = 500
+    sample_every_iters: PositiveInt | None = 1000
     """Write a PNG grid of fixed-noise samples (EMA G when enabled) this often; None = only at the end."""
 
     @model_validator(mode="after")
@@ -408,7 +410,7 @@ class Run(Strict):
 
 
 class Checkpoint(Strict):
-    every_iters: PositiveInt | None = 500
+    every_iters: PositiveInt | None = 1000
     """None = only at the end and on a signal."""
     keep_last: PositiveInt = 2
     milestone_every_iters: PositiveInt | None = None
@@ -433,7 +435,7 @@ class Tracking(Strict):
 
 class Eval(Strict):
     every_iters: PositiveInt | None = None
-    """Evaluate during training this often; None = only from the CLI."""
+    """Evaluate during training this often (every rank; EMA G when kept); None = only from the CLI."""
     features: Literal["inception", "digits"] = "digits"
     """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
     inception_weights: Path | None = None
@@ -450,7 +452,8 @@ class Eval(Strict):
 
 
 class Config(Strict):
-    """A whole run. `Config()` is the embedded default: a conditional DCGAN on the digits, on CPU."""
+    """A whole run. The defaults are the embedded digits run (a conditional DCGAN on CPU); `load_config()` with no
+    file adds its periodic FD8 evaluation (EMBEDDED_DEFAULT), which a partial config must not inherit."""
 
     run: Run = Run()
     schedule: Schedule = Schedule()
@@ -524,6 +527,10 @@ class Config(Strict):
             return self.run.total_iters
         d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
         return d_acc * math.ceil(self.run.total_images / (self.images_per_iter(world_size) * d_acc))
+
+
+EMBEDDED_DEFAULT: dict[str, Any] = {"eval": {"every_iters": 1000, "num_samples": 2000, "features": "digits"}}
+"""What `load_config()` with no file adds to the class defaults: the digits run's FD8 evaluation."""
 
 
 def _has_spectral_norm(d: BaseModel) -> bool:
@@ -629,7 +636,7 @@ def load_config(
     checks that depend on where the run happens.
     """
     if path is None:
-        raw: dict[str, Any] = {}
+        raw: dict[str, Any] = json.loads(json.dumps(EMBEDDED_DEFAULT))
         source, base_dir = "<default config>", Path.cwd()
     else:
         path = Path(path)

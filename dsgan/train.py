@@ -62,6 +62,9 @@ class Run:
     start_iteration: int = 0
     start_batch: int = 0
     """Global data batches consumed before this process started (the data stream's position)."""
+    best_fid: float = float("inf")
+    evaluator: tuple | None = None
+    """(feature extractor, real-data statistics), built at the first evaluation."""
     stop_requested: list[int] = field(default_factory=list)
 
 
@@ -137,6 +140,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
             ema.load_state_dict(state["ema"])
         iteration = state["iteration"]
         log.info("resumed from %s at iteration %d", ckpt, iteration)
+    best_fid = state.get("best_fid", float("inf")) if state is not None else float("inf")
 
     schedule = Schedule(
         cfg.schedule.discriminator_steps,
@@ -174,6 +178,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
         iteration=iteration,
         start_iteration=iteration,
         start_batch=start_batch,
+        best_fid=best_fid,
     )
 
 
@@ -316,12 +321,15 @@ def train(run: Run) -> int:
         if (every and run.iteration % every == 0) or run.iteration == run.total_iters:
             _write_samples(run)
 
+        # --- evaluate (every rank), keeping the best checkpoint by FID
+        best = bool(cfg.eval.every_iters and run.iteration % cfg.eval.every_iters == 0 and _evaluate(run))
+
         # --- checkpoint (only where both networks are on an optimizer-update boundary)
         every = cfg.checkpoint.every_iters
-        due = stop or (every and run.iteration % every == 0) or run.iteration == run.total_iters
+        due = stop or best or (every and run.iteration % every == 0) or run.iteration == run.total_iters
         if due and schedule.is_boundary(run.iteration):
             stop = _agree(run, cfg_hash, nonfinite, run.iteration)  # never save a NaN or a diverged state
-            _save(run)
+            _save(run, best)
             if stop:
                 log.warning(
                     "stopped by a signal at iteration %d; checkpoint saved; exit %d (rerun to resume)",
@@ -430,9 +438,32 @@ def _write_samples(run: Run) -> None:
         run.tracker.log_image("samples", path, run.iteration)
 
 
-def _save(run: Run) -> None:
+def _evaluate(run: Run) -> bool:
+    """FID (FD8 for the digits extractor) of the EMA G (else G) on every rank; True when it is the best so far."""
+    from dsgan.eval.run import evaluate, make_extractor, reference
+
+    cfg, env = run.cfg, run.env
+    if run.evaluator is None:
+        extractor = make_extractor(cfg, env.device)
+        run.evaluator = (extractor, reference(cfg, extractor, cfg.run.dir, env.rank, env.world_size, env.device))
+    model = run.ema.module if run.ema is not None else run.engines["generator"].module
+    start = time.perf_counter()
+    with run.engines["generator"].optim_context():
+        metrics = evaluate(cfg, model, *run.evaluator, env.rank, env.world_size, env.device)
+    log.info("eval at iteration %d (%s, %d samples, %.0f s): %s", run.iteration, run.evaluator[0].name,
+             cfg.eval.num_samples, time.perf_counter() - start, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    run.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, run.iteration)
+    score = metrics.get("fid", metrics.get("fd8"))
+    if score < run.best_fid:
+        run.best_fid = score
+        return True
+    return False
+
+
+def _save(run: Run, best: bool = False) -> None:
     ema_state = run.ema.state_dict() if run.ema is not None else None
     trainer_state = {
+        "best_fid": run.best_fid,
         "config": run.cfg.model_dump(mode="json"),
         "config_hash": config_hash(run.cfg),
         "ema": ema_state,
@@ -448,8 +479,9 @@ def _save(run: Run) -> None:
         run.env,
         run.cfg.checkpoint.keep_last,
         run.cfg.checkpoint.milestone_every_iters,
+        best=best,
     )
-    log.info("checkpoint %s", path)
+    log.info("checkpoint %s%s", path, " (best FID so far)" if best else "")
 
 
 def _install_signal_handlers(run: Run) -> None:

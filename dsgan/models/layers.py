@@ -41,6 +41,8 @@ class SpectralNorm(nn.Module):
             if self.training:
                 v = F.normalize(w.t() @ u, dim=0, eps=self.eps)
                 u.copy_(F.normalize(w @ v, dim=0, eps=self.eps))
+            # A copy: D runs twice (real, fake) before one backward, and the second forward updates the buffer.
+            u = u.clone()
             v = F.normalize(w.t() @ u, dim=0, eps=self.eps)
         sigma = torch.dot(u, w @ v)
         return (weight.float() / sigma).to(weight.dtype)
