@@ -1,4 +1,9 @@
-"""Sample grids and image folders from a generator: fixed noise for training snapshots, `dsgan sample` for users."""
+"""Sample grids and image folders from a generator: fixed noise for training snapshots, `dsgan sample` for users.
+
+Generators are called `G(z [B, noise_size], y [B] | None) -> [B, C, S, S]` in [-1, 1] and carry `noise_size` and
+`num_classes` (0 = unconditional). Noise comes from a private `torch.Generator`, never the global RNG, so that
+sampling neither depends on nor disturbs the training RNG.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +15,63 @@ import torch
 from PIL import Image
 from torch import nn
 
-
-def truncated_noise(batch: int, noise_size: int, truncation: float | None, generator: torch.Generator | None,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard normal z; with `truncation`, entries with |z| > truncation are resampled (BigGAN's truncation
-    trick: fidelity for variety)."""
-    z = torch.randn(batch, noise_size, generator=generator)
-    if truncation is not None:
-        while (bad := z.abs() > truncation).any():
-            z[bad] = torch.randn(int(bad.sum()), generator=generator)
-    return z.to(device)
+FIXED_NOISE_SALT = 12345
+"""Added to the run seed so the snapshot noise is not the same stream as anything else seeded by it."""
 
 
-def fixed_noise(num_classes: int, per_class: int, noise_size: int, seed: int) -> tuple[torch.Tensor,
-                                                                                        torch.Tensor | None]:
-    """Deterministic (z, y) for snapshot grids, independent of the global RNG: one row per class (y = row), or
-    8 rows when unconditional."""
-    gen = torch.Generator().manual_seed(seed + 12345)
-    rows = num_classes or 8
-    z = torch.randn(rows * per_class, noise_size, generator=gen)
+def truncated_noise(
+    num: int, noise_size: int, truncation: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Standard normal z [num, noise_size]; with `truncation` t, the normal truncated to [-t, t] (BigGAN's
+    truncation trick: fidelity for variety). Drawn by inverse CDF, which has the distribution of resampling every
+    |z| > t until none is left, but a fixed cost: rejection needs ~1/P(|z| < t) rounds, ~10^4 at t=1e-4."""
+    if truncation is None:
+        return torch.randn(num, noise_size, generator=generator)
+    if not truncation > 0:
+        raise ValueError(f"truncation={truncation} must be > 0 (|z| is resampled above it; BigGAN uses 0.04..2)")
+    # float64: the tails of ndtr/ndtri lose precision in float32 for t > ~5.
+    lo = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
+    u = torch.rand(num, noise_size, generator=generator, dtype=torch.float64)
+    z = torch.special.ndtri(lo + u * (1 - 2 * lo))
+    return z.clamp(-truncation, truncation).float()
+
+
+def fixed_noise(
+    num_classes: int, per_class: int, noise_size: int, seed: int, rows: int = 8
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Deterministic (z, y) for snapshot grids, independent of the global RNG: one row of `per_class` samples per
+    class (y = row index), or `rows` rows and y None when unconditional (num_classes 0)."""
+    generator = torch.Generator().manual_seed(seed + FIXED_NOISE_SALT)
+    count = (num_classes or rows) * per_class
+    z = torch.randn(count, noise_size, generator=generator)
     y = torch.arange(num_classes).repeat_interleave(per_class) if num_classes else None
     return z, y
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, C, H, W] in [-1, 1] -> [B, H, W, C] uint8."""
+    if images.ndim != 4:
+        raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def _atomic_png(array: np.ndarray, path: Path) -> None:
+def _atomic_png(pixels: np.ndarray, path: Path) -> None:
+    """Write to a temporary name in the same folder, then rename: readers (wandb, a browser) never see half a
+    PNG, and a crash leaves either the old file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int, padding: int = 2) -> None:
-    """A PNG grid with `nrow` images per row (written to a temporary name, then renamed)."""
+def save_grid(images: torch.Tensor, path: Path | str, nrow: int, padding: int = 2) -> None:
+    """One PNG of `images` ([B, C, H, W] in [-1, 1]), `nrow` images per row, `padding` black pixels around each."""
+    if nrow <= 0:
+        raise ValueError(f"nrow={nrow} must be > 0")
     pixels = _to_uint8(images)
     n, h, w, c = pixels.shape
     rows = -(-n // nrow)
@@ -58,30 +83,46 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int, padding: int = 2) -> 
     _atomic_png(grid, Path(path))
 
 
-def save_folder(images: torch.Tensor, labels: torch.Tensor | None, out_dir: Path) -> None:
-    """Numbered PNGs, `000123_c7.png` (class in the name when conditional)."""
+def save_folder(images: torch.Tensor, labels: torch.Tensor | None, out_dir: Path | str) -> None:
+    """Numbered PNGs, `000123_c7.png` (the class in the name when conditional, `000123.png` otherwise)."""
     pixels = _to_uint8(images)
-    for i, array in enumerate(pixels):
+    for i, image in enumerate(pixels):
         suffix = f"_c{int(labels[i])}" if labels is not None else ""
-        _atomic_png(array, Path(out_dir) / f"{i:06d}{suffix}.png")
+        _atomic_png(image, Path(out_dir) / f"{i:06d}{suffix}.png")
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, num: int, classes: list[int] | None, truncation: float | None, seed: int,
-             batch_size: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`num` images (on the CPU) and their labels, cycling over `classes` (default: all) when conditional."""
-    gen = torch.Generator().manual_seed(seed)
+def generate(
+    generator: nn.Module,
+    num: int,
+    classes: list[int] | None,
+    truncation: float | None,
+    seed: int,
+    batch_size: int,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`num` images (float32, on the CPU) and their labels (None when unconditional), with labels cycling over
+    `classes` (default: all). All noise is drawn up front from `seed`, so the images do not depend on
+    `batch_size`; G runs in eval mode (BatchNorm running statistics) and its mode is restored afterwards."""
+    if num <= 0 or batch_size <= 0:
+        raise ValueError(f"num={num} and batch_size={batch_size} must be > 0")
+    num_classes = generator.num_classes
     labels = None
-    if generator.num_classes:
-        pool = torch.tensor(classes if classes else range(generator.num_classes))
-        labels = pool[torch.arange(num) % len(pool)]
+    if num_classes:
+        pool = classes or list(range(num_classes))
+        if not all(0 <= c < num_classes for c in pool):
+            raise ValueError(f"classes={classes}: the generator has num_classes={num_classes}")
+        labels = torch.tensor(pool)[torch.arange(num) % len(pool)]
+    elif classes:
+        raise ValueError(f"classes={classes}: the generator is unconditional")
+    z = truncated_noise(num, generator.noise_size, truncation, torch.Generator().manual_seed(seed))
     was_training = generator.training
     generator.eval()
-    out = []
-    for start in range(0, num, batch_size):
-        n = min(batch_size, num - start)
-        z = truncated_noise(n, generator.noise_size, truncation, gen, device)
-        y = labels[start : start + n].to(device) if labels is not None else None
-        out.append(generator(z, y).float().cpu())
-    generator.train(was_training)
+    try:
+        out = []
+        for start in range(0, num, batch_size):
+            y = labels[start : start + batch_size].to(device) if labels is not None else None
+            out.append(generator(z[start : start + batch_size].to(device), y).float().cpu())
+    finally:
+        generator.train(was_training)
     return torch.cat(out), labels

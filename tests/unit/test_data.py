@@ -1,0 +1,252 @@
+"""Datasets (digits, image folder and its errors), the stream sampler's guarantees, and the loader."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dsgan.config import DigitsData, ImageFolderData
+from dsgan.data import (
+    StreamSampler,
+    TensorImages,
+    build_dataset,
+    dataset_summary,
+    digits_tensors,
+    make_loader,
+)
+from dsgan.errors import EXIT_CONFIG, DataError
+
+# ----------------------------------------------------------------------------------------------------------------
+# Digits
+
+
+@pytest.fixture(scope="module")
+def digits() -> TensorImages:
+    return build_dataset(DigitsData(), 16, 3, 10)
+
+
+def test_digits_items(digits):
+    assert len(digits) == 1797
+    image, label = digits[5]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    assert isinstance(label, int)
+    assert digits.images.min() == -1 and digits.images.max() <= 1
+    assert sorted(set(digits.labels.tolist())) == list(range(10))
+    assert torch.equal(image[0], image[2])  # grey replicated
+    assert dataset_summary(digits) == "digits: 1797 images, 10 classes, 3x16x16"
+
+
+def test_digits_deterministic_and_native_resolution_is_exact(digits):
+    again = build_dataset(DigitsData(), 16, 3, 10)
+    assert torch.equal(again.images, digits.images) and torch.equal(again.labels, digits.labels)
+    from sklearn.datasets import load_digits
+
+    native, _ = digits_tensors(8, 1)
+    assert torch.equal(native[:, 0], torch.tensor(load_digits().images, dtype=torch.float32) / 8 - 1)
+
+
+@pytest.mark.parametrize(("cfg", "num_classes"), [(DigitsData(conditional=False), 0), (DigitsData(), 0)])
+def test_digits_unconditional_labels_are_zero(cfg, num_classes):
+    ds = build_dataset(cfg, 8, 1, num_classes)
+    assert ds[0][0].shape == (1, 8, 8)
+    assert set(ds.labels.tolist()) == {0}
+
+
+def test_digits_wrong_class_count():
+    with pytest.raises(DataError, match="digits' has 10 classes but the models have 7"):
+        build_dataset(DigitsData(), 8, 1, 7)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image folder
+
+
+def _png(path: Path, size: tuple[int, int], color: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def _folder(root: Path, num_classes: int = 2) -> Path:
+    """root/<class>/<image>: classes named so that sorted order differs from creation order."""
+    for c, name in reversed(list(enumerate(["a_cat", "b_dog", "c_eel"][:num_classes]))):
+        _png(root / name / "x.png", (40, 20), (10 * c, 100, 200))
+        _png(root / name / "nested" / "y.JPG", (20, 30), (10 * c, 100, 200))
+    return root
+
+
+def test_image_folder_labels_sizes_and_values(tmp_path):
+    root = _folder(tmp_path / "data")
+    (root / "a_cat" / "notes.txt").write_text("not an image")
+    _png(root / ".ipynb_checkpoints" / "z.png", (8, 8), (0, 0, 0))  # hidden: not a class
+    _png(root / "a_cat" / "._x.png", (8, 8), (0, 0, 0))  # macOS metadata: skipped
+    ds = build_dataset(ImageFolderData(root=root), 16, 3, 2)
+    assert [f.relative_to(root).as_posix() for f in ds.files] == [
+        "a_cat/nested/y.JPG",
+        "a_cat/x.png",
+        "b_dog/nested/y.JPG",
+        "b_dog/x.png",
+    ]
+    assert [ds[i][1] for i in range(len(ds))] == [0, 0, 1, 1]
+    image, _ = ds[3]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    expected = torch.tensor([10, 100, 200]) / 127.5 - 1  # a flat colour survives bicubic resizing
+    assert torch.allclose(image.mean(dim=(1, 2)), expected, atol=2e-2)
+    assert dataset_summary(ds).endswith("4 images, 2 classes (a_cat..b_dog), 3x16x16")
+    grey = build_dataset(ImageFolderData(root=root), 16, 1, 2)
+    assert grey[0][0].shape == (1, 16, 16)
+
+
+def test_image_folder_center_crop(tmp_path):
+    pixels = np.zeros((10, 30, 3), np.uint8)
+    pixels[:, :10, 0] = pixels[:, 20:, 2] = 255  # red | black | blue; the shorter side is already 10
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    ds = build_dataset(ImageFolderData(root=tmp_path, conditional=False), 10, 3, 0)
+    assert torch.equal(ds[0][0], torch.full((3, 10, 10), -1.0))
+
+
+def test_image_folder_unconditional_takes_every_image(tmp_path):
+    root = _folder(tmp_path / "data")
+    _png(root / "loose.png", (16, 16), (0, 0, 0))
+    for cfg, num_classes in ((ImageFolderData(root=root, conditional=False), 0), (ImageFolderData(root=root), 0)):
+        ds = build_dataset(cfg, 8, 3, num_classes)
+        assert len(ds) == 5 and {ds[i][1] for i in range(5)} == {0}
+        assert "unconditional" in dataset_summary(ds)
+    conditional = build_dataset(ImageFolderData(root=root), 8, 3, 2)
+    assert len(conditional) == 4  # images directly in root belong to no class
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(DataError, match=rf"data.root={tmp_path / 'nope'}: no such directory") as info:
+        build_dataset(ImageFolderData(root=tmp_path / "nope"), 8, 3, 2)
+    assert info.value.exit_code == EXIT_CONFIG
+
+
+def test_root_is_a_file(tmp_path):
+    (tmp_path / "file.png").write_bytes(b"")
+    with pytest.raises(DataError, match=rf"data.root={tmp_path / 'file.png'}: not a directory"):
+        build_dataset(ImageFolderData(root=tmp_path / "file.png"), 8, 3, 2)
+
+
+def test_empty_root(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "readme.txt").write_text("")
+    with pytest.raises(DataError, match=rf"data.root={tmp_path}: no images \(bmp/jpeg/jpg/png/webp\)"):
+        build_dataset(ImageFolderData(root=tmp_path), 8, 3, 1)
+
+
+def test_corrupt_image_named_at_build_time(tmp_path):
+    root = _folder(tmp_path)
+    (root / "b_dog" / "broken.png").write_bytes(b"this is not a png" * 10)
+    with pytest.raises(DataError, match=rf"unreadable image {root / 'b_dog' / 'broken.png'}: "):
+        build_dataset(ImageFolderData(root=root), 8, 3, 2)
+
+
+def test_truncated_image_named_when_read(tmp_path):
+    """The build-time check reads headers; a truncated JPEG body is reported, with its path, when decoded."""
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-1000])  # header intact, scan data cut
+    ds = build_dataset(ImageFolderData(root=tmp_path, conditional=False), 8, 3, 0)
+    with pytest.raises(DataError, match=rf"{path}: cannot decode image"):
+        ds[0]
+
+
+def test_class_count_mismatch(tmp_path):
+    root = _folder(tmp_path)
+    with pytest.raises(DataError, match=r"has 2 class folders \(a_cat, b_dog\) but the models have num_classes=3"):
+        build_dataset(ImageFolderData(root=root), 8, 3, 3)
+
+
+def test_class_folder_without_images(tmp_path):
+    root = _folder(tmp_path)
+    (root / "c_empty").mkdir()
+    with pytest.raises(DataError, match="class folders without images: c_empty"):
+        build_dataset(ImageFolderData(root=root), 8, 3, 3)
+
+
+def test_image_folder_channels(tmp_path):
+    with pytest.raises(DataError, match="1 \\(L\\) or 3 \\(RGB\\) channels, but the models use 4"):
+        build_dataset(ImageFolderData(root=_folder(tmp_path)), 8, 4, 2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stream sampler
+
+
+def _global_stream(n: int, batch: int, world: int, batches: int, seed: int = 0) -> list[int]:
+    """The global order: batch k of rank 0, of rank 1, ..., then batch k+1."""
+    samplers = [StreamSampler(n, batch, r, world, seed) for r in range(world)]
+    return [i for k in range(batches) for s in samplers for i in s.batch_indices(k)]
+
+
+def test_each_epoch_is_a_permutation_across_ranks():
+    n, batch, world = 23, 4, 2  # G = 8 does not divide 23: epochs end inside batches
+    batches = -(-3 * n // (batch * world))
+    stream = _global_stream(n, batch, world, batches)
+    for epoch in range(3):
+        assert sorted(stream[epoch * n : (epoch + 1) * n]) == list(range(n)), epoch
+    assert stream[:n] != stream[n : 2 * n]  # a fresh permutation per epoch
+    rank_counts = [
+        len(list(itertools.islice(iter(StreamSampler(n, batch, r, world, 0)), batches * batch))) for r in (0, 1)
+    ]
+    assert rank_counts == [batches * batch] * 2
+
+
+def test_batch_larger_than_dataset():
+    stream = _global_stream(3, 4, 2, 3)  # every batch spans epochs
+    assert all(sorted(stream[e * 3 : e * 3 + 3]) == [0, 1, 2] for e in range(8))
+
+
+def test_iterator_matches_batch_indices_and_resumes():
+    n, batch, world = 50, 3, 2
+    full = StreamSampler(n, batch, 1, world, seed=7)
+    first = list(itertools.islice(iter(full), 40 * batch))
+    assert first == [i for k in range(40) for i in full.batch_indices(k)]
+    resumed = StreamSampler(n, batch, 1, world, seed=7, start_batch=25)
+    assert list(itertools.islice(iter(resumed), 15 * batch)) == first[25 * batch :]
+    assert [full.epoch_of(k) for k in (0, 8, 9, 16, 17)] == [0, 0, 1, 1, 2]  # G = 6, N = 50
+
+
+def test_order_depends_on_global_batch_not_world_size():
+    reference = _global_stream(37, 12, 1, 10, seed=3)
+    assert _global_stream(37, 6, 2, 10, seed=3) == reference
+    assert _global_stream(37, 3, 4, 10, seed=3) == reference
+    assert _global_stream(37, 12, 1, 10, seed=4) != reference
+
+
+@pytest.mark.parametrize("args", [(0, 1, 0, 1), (5, 0, 0, 1), (5, 1, 2, 2), (5, 1, -1, 2)])
+def test_sampler_rejects_bad_arguments(args):
+    with pytest.raises(ValueError, match="StreamSampler"):
+        StreamSampler(*args, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loader
+
+
+def test_loader_yields_this_ranks_batches_in_memory(digits):
+    sampler = StreamSampler(len(digits), 5, 1, 2, seed=0, start_batch=359)  # 359 * 10 crosses epoch 1 -> 2
+    loader = make_loader(digits, sampler, 5, num_workers=4, pin_memory=True)
+    assert loader.num_workers == 0  # in-memory data ignores workers
+    batches = iter(loader)
+    for k in (359, 360):
+        images, labels = next(batches)
+        index = sampler.batch_indices(k)
+        assert images.shape == (5, 3, 16, 16)
+        assert torch.equal(images, digits.images[index]) and torch.equal(labels, digits.labels[index])
+
+
+def test_loader_with_workers(tmp_path):
+    ds = build_dataset(ImageFolderData(root=_folder(tmp_path)), 8, 3, 2)
+    sampler = StreamSampler(len(ds), 3, 0, 1, seed=0)
+    loader = make_loader(ds, sampler, 3, num_workers=1, pin_memory=False)
+    assert loader.persistent_workers
+    batches = iter(loader)
+    for k in range(3):  # 9 images from a set of 4: two epoch boundaries
+        _, labels = next(batches)
+        assert labels.tolist() == [ds.labels[i] for i in sampler.batch_indices(k)]
