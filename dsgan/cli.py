@@ -48,6 +48,8 @@ def _sample(args: argparse.Namespace) -> int:
 
     generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
     num_classes = cfg.generator.model.num_classes
+    if args.truncation is not None and args.truncation <= 0:
+        raise ConfigError(f"--truncation {args.truncation}: must be > 0 (|z| is resampled above it)")
     classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     if classes and (not num_classes or not all(0 <= c < num_classes for c in classes)):
         raise ConfigError(f"--classes {args.classes}: the model has {num_classes} classes")

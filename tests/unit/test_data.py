@@ -250,3 +250,13 @@ def test_loader_with_workers(tmp_path):
     for k in range(3):  # 9 images from a set of 4: two epoch boundaries
         _, labels = next(batches)
         assert labels.tolist() == [ds.labels[i] for i in sampler.batch_indices(k)]
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+def test_digits_pool_back_to_the_real_digits_exactly(resolution):
+    """FD8 compares samples pooled to 8x8 with the real digits: the training data must round-trip exactly."""
+    from sklearn.datasets import load_digits
+
+    images, _ = digits_tensors(resolution, 3)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(images.mean(1, keepdim=True), 8)
+    assert torch.equal((pooled + 1) * 8, torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1))

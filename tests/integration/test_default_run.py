@@ -1,0 +1,64 @@
+"""The README's first command (shortened), and the commands a user runs on its result."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from launch import REPO, free_port
+from PIL import Image
+
+SHORT = ["--set", "run.total_iters=120", "--set", "run.log_every_iters=40", "--set", "run.sample_every_iters=60",
+         "--set", "checkpoint.every_iters=60", "--set", "eval.every_iters=60"]
+
+
+def run(args: list[str], cwd, timeout: float = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    return out
+
+
+def train_default(cwd, *extra: str) -> str:
+    """`deepspeed dsgan/train.py` from a fresh directory: the embedded digits run, no config file."""
+    return run(["deepspeed", "--master_port", str(free_port()), str(REPO / "dsgan" / "train.py"), *extra], cwd)
+
+
+def test_default_run_shortened(tmp_path):
+    out = train_default(tmp_path, *SHORT)
+    run_dir = tmp_path / "runs" / "digits"
+    assert "it 40/120" in out and "img/s" in out and "ETA" in out  # progress lines
+    assert re.search(r"eval at iteration 60 .*fd8 \d", out)
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["iter_00000060.png",
+                                                                            "iter_00000120.png"]
+    grid = Image.open(run_dir / "samples" / "iter_00000120.png")
+    assert grid.size == (10 * 18 + 2, 10 * 18 + 2)  # one row per class, 10 per row, 16 px + 2 px padding
+    assert (run_dir / "checkpoints" / "latest").read_text() == "step-00000120"
+    assert (run_dir / "checkpoints" / "best").is_file()
+
+    dsgan = [sys.executable, "-m", "dsgan.cli"]
+    out = run([*dsgan, "sample", "--run", str(run_dir), "--num", "30", "--classes", "1,7", "--out",
+               str(tmp_path / "g.png"), "--out-dir", str(tmp_path / "pngs")], tmp_path)
+    assert "wrote" in out and Image.open(tmp_path / "g.png").size == (15 * 18 + 2, 2 * 18 + 2)
+    names = sorted(p.name for p in (tmp_path / "pngs").iterdir())
+    assert len(names) == 30 and names[0] == "000000_c1.png" and names[1] == "000001_c7.png"
+    out = run([*dsgan, "eval", "--run", str(run_dir), "--digits"], tmp_path)
+    assert "iteration 120: digits check: FD8" in out and "classifier accuracy" in out
+
+    # Rerunning the same command resumes; the finished run says so.
+    assert "already complete" in train_default(tmp_path, *SHORT)
+
+
+@pytest.mark.slow
+def test_full_default_run_learns(tmp_path):
+    """The README's first command as is, then its quality: EMA accuracy >= 90% over classes and FD8 <= 150."""
+    train_default(tmp_path)
+    out = run([sys.executable, "-m", "dsgan.cli", "eval", "--run", str(tmp_path / "runs" / "digits"), "--digits"],
+              tmp_path)
+    fd8 = float(re.search(r"FD8 ([\d.]+)", out).group(1))
+    accuracy = float(re.search(r"classifier accuracy ([\d.]+)", out).group(1))
+    assert accuracy >= 0.90 and fd8 <= 150, out

@@ -1,0 +1,28 @@
+"""fp16 needs a GPU (DeepSpeed refuses fp16 on CPU): each engine's own loss scaler, on CUDA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_train import ok, train
+
+pytestmark = pytest.mark.gpu
+
+FP16 = ("generator.deepspeed.fp16.enabled=true", "discriminator.deepspeed.fp16.enabled=true")
+
+
+def test_fp16_engines_each_keep_a_loss_scaler(tmp_path):
+    ok(train(tmp_path, 1, "run.total_iters=16", "run.log_every_iters=8", *FP16))
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["g_loss_scale"] > 0 and last["d_loss_scale"] > 0
+    assert {"g_skipped_steps", "d_skipped_steps"} <= last.keys()
+
+
+def test_biggan_fp16_resumes(tmp_path):
+    biggan = ("generator.model.type=BigGANGenerator", "discriminator.model.type=BigGANDiscriminator",
+              "generator.model.num_classes=10", "discriminator.model.num_classes=10",
+              "generator.model.output_scale=32", "discriminator.model.input_scale=32",
+              "generator.model.base_channels=16", "discriminator.model.base_channels=16")
+    ok(train(tmp_path, 1, "run.total_iters=8", *FP16, *biggan))
+    assert "resumed from" in ok(train(tmp_path, 1, "run.total_iters=16", *FP16, *biggan))
