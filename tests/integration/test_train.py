@@ -8,13 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from launch import REPO, free_port, launch
+from launch import REPO, free_port, launch, start
 
 from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_RANK_MISMATCH
 
@@ -205,27 +204,10 @@ def test_bad_data_fails_before_engines(tmp_path):
 
 
 def _start(run_dir: Path, world: int, sets: list[str], env: dict | None = None) -> list[subprocess.Popen]:
-    port = str(free_port())
-    args = [sys.executable, "-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
+    args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
     for s in sets:
         args += ["--set", s]
-    procs = []
-    for rank in range(world):
-        penv = {
-            **os.environ,
-            **(env or {}),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(REPO),
-        }
-        procs.append(
-            subprocess.Popen(args, cwd=REPO, env=penv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        )
-    return procs
+    return start(args, world, env)
 
 
 def _wait_for(condition, timeout: float = 120) -> None:
