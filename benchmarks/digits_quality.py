@@ -65,13 +65,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run(["deepspeed", str(REPO / "dsgan" / "train.py")], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["deepspeed", str(REPO / "dsgan" / "train.py")],
+            cwd=tmp,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         elapsed = time.perf_counter() - start
         ema, _, iters = load_generator(Path(tmp) / "runs" / "digits")
         raw, _, _ = load_generator(Path(tmp) / "runs" / "digits", use_ema=False)
-        results = [(f"dsgan default, EMA G ({iters} it, {elapsed:.0f} s incl. start-up)", evaluate_digits(ema, "cpu")),
-                   ("dsgan default, G without EMA", evaluate_digits(raw, "cpu"))]
+        results = [
+            (f"dsgan default, EMA G ({iters} it, {elapsed:.0f} s incl. start-up)", evaluate_digits(ema, "cpu")),
+            ("dsgan default, G without EMA", evaluate_digits(raw, "cpu")),
+        ]
     g, plain_iters = plain_loop(args.seconds or elapsed)
     results.append((f"plain loop ({plain_iters} it, {args.seconds or elapsed:.0f} s)", evaluate_digits(g, "cpu")))
     print(f"# digits quality, {torch.get_num_threads()} threads; targets: accuracy >= 0.90, FD8 <= 150")

@@ -92,15 +92,25 @@ def _eval(args: argparse.Namespace) -> int:
     from dsgan.config import Config
     from dsgan.eval.run import evaluate, make_extractor, reference
 
-    changes = {k: v for k, v in (("features", args.features), ("inception_weights", args.inception_weights),
-                                 ("num_samples", args.num_samples)) if v is not None}
-    cfg = Config.model_validate({**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"),
-                                                                           **changes}})
+    changes = {
+        k: v
+        for k, v in (
+            ("features", args.features),
+            ("inception_weights", args.inception_weights),
+            ("num_samples", args.num_samples),
+        )
+        if v is not None
+    }
+    cfg = Config.model_validate(
+        {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
+    )
     extractor = make_extractor(cfg, device)
     run_dir = args.run or args.checkpoint.parent.parent
     metrics = evaluate(cfg, generator, extractor, reference(cfg, extractor, run_dir, 0, 1, device), 0, 1, device)
-    print(f"iteration {iteration}, {cfg.eval.num_samples} samples, {extractor.name}: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    print(
+        f"iteration {iteration}, {cfg.eval.num_samples} samples, {extractor.name}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+    )
     return 0
 
 

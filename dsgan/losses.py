@@ -51,7 +51,10 @@ def r1_penalty(d_module: nn.Module, real: torch.Tensor, y: torch.Tensor | None) 
 
 
 def gradient_penalty(
-    d_module: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
+    d_module: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    y: torch.Tensor | None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake."""

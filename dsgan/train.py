@@ -450,8 +450,14 @@ def _evaluate(run: Run) -> bool:
     start = time.perf_counter()
     with run.engines["generator"].optim_context():
         metrics = evaluate(cfg, model, *run.evaluator, env.rank, env.world_size, env.device)
-    log.info("eval at iteration %d (%s, %d samples, %.0f s): %s", run.iteration, run.evaluator[0].name,
-             cfg.eval.num_samples, time.perf_counter() - start, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    log.info(
+        "eval at iteration %d (%s, %d samples, %.0f s): %s",
+        run.iteration,
+        run.evaluator[0].name,
+        cfg.eval.num_samples,
+        time.perf_counter() - start,
+        ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
+    )
     run.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, run.iteration)
     score = metrics.get("fid", metrics.get("fd8"))
     if score < run.best_fid:

@@ -22,16 +22,28 @@ def start(args: list[str], world_size: int, env: dict[str, str] | None = None, c
     port = str(free_port())
     procs = []
     for rank in range(world_size):
-        penv = {**os.environ, **(env or {}), "RANK": str(rank), "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-                "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        procs.append(subprocess.Popen([sys.executable, *args], cwd=cwd, env=penv, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        penv = {
+            **os.environ,
+            **(env or {}),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *args], cwd=cwd, env=penv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        )
     return procs
 
 
-def launch(args: list[str], world_size: int, timeout: float = 300, env: dict[str, str] | None = None,
-           cwd: Path = REPO) -> list[subprocess.CompletedProcess]:
+def launch(
+    args: list[str], world_size: int, timeout: float = 300, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> list[subprocess.CompletedProcess]:
     """Run `python *args` once per rank and wait for all; returns the per-rank results (stdout+stderr merged)."""
     procs = start(args, world_size, env, cwd)
     results = []

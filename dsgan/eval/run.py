@@ -20,8 +20,9 @@ def make_extractor(cfg: Config, device: torch.device) -> FeatureExtractor:
     return build_extractor(cfg.eval.features, cfg.eval.inception_weights, cfg.generator.model.output_scale, device)
 
 
-def reference(cfg: Config, extractor: FeatureExtractor, run_dir: Path, rank: int, world_size: int,
-              device: torch.device) -> ReferenceStats:
+def reference(
+    cfg: Config, extractor: FeatureExtractor, run_dir: Path, rank: int, world_size: int, device: torch.device
+) -> ReferenceStats:
     """Real-data statistics, computed once (each rank a disjoint shard) and cached as an .npz whose key pins the
     extractor weights, preprocessing and dataset."""
     from dsgan.data import build_dataset
@@ -39,12 +40,20 @@ def reference(cfg: Config, extractor: FeatureExtractor, run_dir: Path, rank: int
     return load_or_compute_reference(path, compute, reference_key(extractor, *identity))
 
 
-def evaluate(cfg: Config, generator: nn.Module, extractor: FeatureExtractor, stats: ReferenceStats, rank: int,
-             world_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(
+    cfg: Config,
+    generator: nn.Module,
+    extractor: FeatureExtractor,
+    stats: ReferenceStats,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> dict[str, float]:
     """{'fid', and 'is_mean'/'is_std' with Inception}; with the digits extractor {'fd8'}: not an FID, and named
     so that no log or dashboard can mistake it for one."""
-    metrics = evaluate_generator(generator, extractor, cfg.eval.num_samples, cfg.eval.batch_size, stats,
-                                 cfg.run.seed, rank, world_size, device)
+    metrics = evaluate_generator(
+        generator, extractor, cfg.eval.num_samples, cfg.eval.batch_size, stats, cfg.run.seed, rank, world_size, device
+    )
     if isinstance(extractor, DigitsFeatures):
         metrics["fd8"] = metrics.pop("fid")
     return metrics

@@ -51,5 +51,7 @@ def count_parameters(module: nn.Module) -> int:
 
 def parameter_report(g_cfg: c.GeneratorModel, d_cfg: c.DiscriminatorModel) -> str:
     g, d = build_generator(g_cfg), build_discriminator(d_cfg)
-    return (f"generator     {g_cfg.type:<22} {count_parameters(g):>14,} parameters\n"
-            f"discriminator {d_cfg.type:<22} {count_parameters(d):>14,} parameters")
+    return (
+        f"generator     {g_cfg.type:<22} {count_parameters(g):>14,} parameters\n"
+        f"discriminator {d_cfg.type:<22} {count_parameters(d):>14,} parameters"
+    )

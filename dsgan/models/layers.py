@@ -91,8 +91,16 @@ class BatchNorm(nn.Module):
     def forward(self, x: torch.Tensor, gain: torch.Tensor | None = None, bias: torch.Tensor | None = None):
         w = self.weight.float() if self.weight is not None else None
         b = self.bias.float() if self.bias is not None else None
-        out = F.batch_norm(x.float(), _fp32_buffer(self, "running_mean"), _fp32_buffer(self, "running_var"), w, b,
-                           self.training, self.momentum, self.eps)
+        out = F.batch_norm(
+            x.float(),
+            _fp32_buffer(self, "running_mean"),
+            _fp32_buffer(self, "running_var"),
+            w,
+            b,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
         if gain is not None:
             shape = (*gain.shape, *([1] * (x.ndim - 2)))
             out = out * (1 + gain.float()).view(shape) + bias.float().view(shape)

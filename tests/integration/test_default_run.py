@@ -11,8 +11,18 @@ import pytest
 from launch import REPO, free_port
 from PIL import Image
 
-SHORT = ["--set", "run.total_iters=120", "--set", "run.log_every_iters=40", "--set", "run.sample_every_iters=60",
-         "--set", "checkpoint.every_iters=60", "--set", "eval.every_iters=60"]
+SHORT = [
+    "--set",
+    "run.total_iters=120",
+    "--set",
+    "run.log_every_iters=40",
+    "--set",
+    "run.sample_every_iters=60",
+    "--set",
+    "checkpoint.every_iters=60",
+    "--set",
+    "eval.every_iters=60",
+]
 
 
 def run(args: list[str], cwd, timeout: float = 600) -> str:
@@ -33,16 +43,30 @@ def test_default_run_shortened(tmp_path):
     run_dir = tmp_path / "runs" / "digits"
     assert "it 40/120" in out and "img/s" in out and "ETA" in out  # progress lines
     assert re.search(r"eval at iteration 60 .*fd8 \d", out)
-    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["iter_00000060.png",
-                                                                            "iter_00000120.png"]
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["iter_00000060.png", "iter_00000120.png"]
     grid = Image.open(run_dir / "samples" / "iter_00000120.png")
     assert grid.size == (10 * 18 + 2, 10 * 18 + 2)  # one row per class, 10 per row, 16 px + 2 px padding
     assert (run_dir / "checkpoints" / "latest").read_text() == "step-00000120"
     assert (run_dir / "checkpoints" / "best").is_file()
 
     dsgan = [sys.executable, "-m", "dsgan.cli"]
-    out = run([*dsgan, "sample", "--run", str(run_dir), "--num", "30", "--classes", "1,7", "--out",
-               str(tmp_path / "g.png"), "--out-dir", str(tmp_path / "pngs")], tmp_path)
+    out = run(
+        [
+            *dsgan,
+            "sample",
+            "--run",
+            str(run_dir),
+            "--num",
+            "30",
+            "--classes",
+            "1,7",
+            "--out",
+            str(tmp_path / "g.png"),
+            "--out-dir",
+            str(tmp_path / "pngs"),
+        ],
+        tmp_path,
+    )
     assert "wrote" in out and Image.open(tmp_path / "g.png").size == (15 * 18 + 2, 2 * 18 + 2)
     names = sorted(p.name for p in (tmp_path / "pngs").iterdir())
     assert len(names) == 30 and names[0] == "000000_c1.png" and names[1] == "000001_c7.png"
@@ -57,8 +81,9 @@ def test_default_run_shortened(tmp_path):
 def test_full_default_run_learns(tmp_path):
     """The README's first command as is, then its quality: EMA accuracy >= 90% over classes and FD8 <= 150."""
     train_default(tmp_path)
-    out = run([sys.executable, "-m", "dsgan.cli", "eval", "--run", str(tmp_path / "runs" / "digits"), "--digits"],
-              tmp_path)
+    out = run(
+        [sys.executable, "-m", "dsgan.cli", "eval", "--run", str(tmp_path / "runs" / "digits"), "--digits"], tmp_path
+    )
     fd8 = float(re.search(r"FD8 ([\d.]+)", out).group(1))
     accuracy = float(re.search(r"classifier accuracy ([\d.]+)", out).group(1))
     assert accuracy >= 0.90 and fd8 <= 150, out

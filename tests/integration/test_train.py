@@ -224,8 +224,9 @@ def teardown_module() -> None:
 def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path):
     """A penalty weight that overflows fp32 makes D's loss inf: exit 3, nothing saved after the last good one."""
     ok(train(tmp_path, 2, "run.total_iters=8", "checkpoint.every_iters=4"))
-    out = ok(train(tmp_path, 2, "run.total_iters=16", "checkpoint.every_iters=4", "loss.r1_weight=1e39"),
-             EXIT_NONFINITE)
+    out = ok(
+        train(tmp_path, 2, "run.total_iters=16", "checkpoint.every_iters=4", "loss.r1_weight=1e39"), EXIT_NONFINITE
+    )
     assert "non-finite loss" in out and "Traceback" not in out
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-00000008"
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000008"]

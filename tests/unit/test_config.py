@@ -161,8 +161,12 @@ CASES = [
     ("missing-config-file", {}, [], "run.yaml: file not found"),
     ("image-folder-without-root", run_yaml(data="{type: image_folder}"), [], "data.root"),
     ("unknown-loss", run_yaml(loss="{type: lsgan}"), [], "loss.type"),
-    ("wgan-without-constraint", run_yaml(loss="{type: wgan}"), ["--set", "discriminator.model.with_spectral_norm=0"],
-     "loss.type='wgan' needs a Lipschitz constraint"),
+    (
+        "wgan-without-constraint",
+        run_yaml(loss="{type: wgan}"),
+        ["--set", "discriminator.model.with_spectral_norm=0"],
+        "loss.type='wgan' needs a Lipschitz constraint",
+    ),
     ("inception-without-weights", run_yaml(eval="{features: inception}"), [], "eval: features='inception' needs"),
     (
         "conditional-data-unconditional-model",
@@ -176,10 +180,18 @@ CASES = [
         ["--set", "generator.model.type=BigGANGenerator", "--set", "generator.model.auto_sync_bn=true"],
         "auto_sync_bn=True is not supported",
     ),
-    ("checkpoint-interval-mid-window", run_yaml(ds_d=ds(gradient_accumulation_steps=4)),
-     ["--set", "checkpoint.every_iters=6", "--set", "run.total_iters=8"], "checkpoint.every_iters=6 is not a multiple"),
-    ("length-mid-window", run_yaml(ds_d=ds(gradient_accumulation_steps=4)), ["--set", "run.total_iters=10"],
-     "run.total_iters=10 is not a multiple"),
+    (
+        "checkpoint-interval-mid-window",
+        run_yaml(ds_d=ds(gradient_accumulation_steps=4)),
+        ["--set", "checkpoint.every_iters=6", "--set", "run.total_iters=8"],
+        "checkpoint.every_iters=6 is not a multiple",
+    ),
+    (
+        "length-mid-window",
+        run_yaml(ds_d=ds(gradient_accumulation_steps=4)),
+        ["--set", "run.total_iters=10"],
+        "run.total_iters=10 is not a multiple",
+    ),
     ("bad-override-syntax", run_yaml(), ["--set", "run.total_iters"], "expected key.path=value"),
 ]
 
@@ -273,9 +285,16 @@ def test_override_keeps_other_defaults_and_type_switch_resets():
 def test_total_images_converts_with_world_size():
     cfg = load_config(None, ["run.total_iters=null", "run.total_images=1000"])
     assert cfg.total_iters_for(world_size=2) == 8  # ceil(1000 / (64 * 2))
-    cfg = load_config(None, ["run.total_iters=null", "run.total_images=1000",
-                             "discriminator.deepspeed.gradient_accumulation_steps=3", "checkpoint.every_iters=600",
-                             "eval.every_iters=600"])
+    cfg = load_config(
+        None,
+        [
+            "run.total_iters=null",
+            "run.total_images=1000",
+            "discriminator.deepspeed.gradient_accumulation_steps=3",
+            "checkpoint.every_iters=600",
+            "eval.every_iters=600",
+        ],
+    )
     assert cfg.total_iters_for(world_size=2) == 9  # rounded up to whole D updates
 
 
