@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, help="overrides eval.num_samples")
     p.set_defaults(func=_eval)
 
+    from dsgan.migrate import add_migrate_arguments, run_migrate
+
+    p = sub.add_parser("migrate", help="convert an MMGeneration 0.x / MMagic 1.x GAN config (never executed)")
+    add_migrate_arguments(p)
+    p.set_defaults(func=run_migrate)
+
     p = sub.add_parser("params", help="print G and D parameter counts of a config")
     _add_config_args(p, required=False)
     p.set_defaults(func=_params)
