@@ -269,22 +269,11 @@ def _momentum(value: float) -> float:
 _EMA_HOOK = "ExponentialMovingAverageHook"
 
 
-def ema_0x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
-    """mmgen's ExponentialMovingAverageHook runs after every train_step call: before `start_iter` it copies G;
-    afterwards, when (iter + 1 - start_iter) % interval == 0, ema = m * ema + (1 - m) * G (m: the kept fraction)."""
+def _ema_hook(ctx: Ctx) -> tuple[str, dict[str, Any]] | None:
+    """The 0.x EMA hook's key path and config, checked for what dsgan can express."""
     hooks = ctx.get("custom_hooks") or []
     found = [(i, h) for i, h in enumerate(hooks) if isinstance(h, dict) and h.get("type") == _EMA_HOOK]
-    ledger = ctx.ledger
-    use_ema = ctx.get("train_cfg.use_ema", False)
     if not found:
-        if use_ema:
-            ledger.converted("train_cfg.use_ema", "ema: null (no ExponentialMovingAverageHook updates it)")
-            ledger.note(
-                "train_cfg.use_ema=True creates generator_ema, but without an ExponentialMovingAverageHook in "
-                "custom_hooks 0.x never updates it (it keeps G's initial weights): EMA is off in the conversion"
-            )
-        elif ctx.has("train_cfg.use_ema"):
-            ledger.converted("train_cfg.use_ema", "ema: null")
         return None
     if len(found) > 1:
         raise ctx.error("custom_hooks", "more than one ExponentialMovingAverageHook: dsgan keeps one EMA of G")
@@ -300,26 +289,50 @@ def ema_0x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
     interval = hook.get("interval", -1)
     if not isinstance(interval, int) or interval <= 0:
         raise ctx.error(f"{p}.interval", f"{interval!r}: the hook never averages after start_iter (0.x default -1)")
-    start = int(hook.get("start_iter", 0))
+    return p, hook
+
+
+def _ema_rate_0x(interval: int, schedule: Schedule, kept: float) -> tuple[float, int, str]:
+    """(momentum, interval in G updates, how exact). G only changes at the end of a cycle, so a hook that runs r
+    times per cycle averages the same G r times: one average with momentum 1 - kept**r per cycle."""
+    cycle, per = schedule.iters_per_cycle, schedule.g_steps
+    if interval % cycle == 0:
+        return 1 - kept, interval // cycle * per, "exact"
+    averages = cycle / interval
+    if averages >= 1:
+        how = f"{averages:g} averages of the same G per cycle, compounded into one"
+        return 1 - kept**averages, per, how + ("" if cycle % interval == 0 else " (approximate)")
+    return 1 - kept, max(1, round(1 / averages)) * per, f"rounded from one average per {1 / averages:g} cycles"
+
+
+def ema_0x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
+    """mmgen's ExponentialMovingAverageHook runs after every train_step call: before `start_iter` it copies G;
+    afterwards, when (iter + 1 - start_iter) % interval == 0, ema = m * ema + (1 - m) * G (m: the kept fraction)."""
+    ledger = ctx.ledger
+    use_ema = ctx.get("train_cfg.use_ema", False)
+    found = _ema_hook(ctx)
+    if found is None:
+        if ctx.has("train_cfg.use_ema"):
+            ledger.converted("train_cfg.use_ema", "ema: null")
+        if use_ema:
+            ledger.note(
+                "train_cfg.use_ema=True creates generator_ema, but without an ExponentialMovingAverageHook in "
+                "custom_hooks 0.x never updates it (it keeps G's initial weights): EMA is off in the conversion"
+            )
+        return None
+    p, hook = found
+    interval, start = hook["interval"], int(hook.get("start_iter", 0))
     interp = hook.get("interp_cfg") or {}
     kept = float(interp.get("momentum", 0.999))  # mmgen's lerp default
     cycle, per = schedule.iters_per_cycle, schedule.g_steps
-    if interval % cycle == 0:
-        momentum, interval_g, how = 1 - kept, interval // cycle * per, "exact"
-    else:
-        averages = cycle / interval  # averages of the same G per cycle (G only changes at the end of a cycle)
-        if averages >= 1:
-            momentum, interval_g = 1 - kept**averages, per
-        else:
-            momentum, interval_g = 1 - kept, max(1, round(1 / averages)) * per
-        how = "the same averaging rate" + ("" if cycle % interval == 0 else " (rounded)")
+    momentum, interval_g, how = _ema_rate_0x(interval, schedule, kept)
     start_g = round(start / cycle) * per
     out = {"momentum": _momentum(momentum), "start_g_updates": start_g, "interval_g_updates": interval_g}
     ledger.converted(f"{p}.type", "ema")
     ledger.converted(f"{p}.module_keys", "ema of the generator")
-    if use_ema or ctx.has("train_cfg.use_ema"):
-        ledger.converted("train_cfg.use_ema", "ema (kept by the hook)")
-    ledger.converted(f"{p}.interp_cfg.momentum", f"ema.momentum = 1 - {kept} per G update = {out['momentum']:g}")
+    if ctx.has("train_cfg.use_ema"):
+        ledger.converted("train_cfg.use_ema", "ema (updated by the hook)")
+    ledger.converted(f"{p}.interp_cfg.momentum", f"ema.momentum = {out['momentum']:g} (from {kept} kept)")
     ledger.converted(f"{p}.interval", f"ema.interval_g_updates = {interval_g} ({how})")
     ledger.converted(f"{p}.start_iter", f"ema.start_g_updates = {start_g}")
     for key in ("interp_mode", "momentum_policy", "momentum_cfg"):
@@ -328,13 +341,13 @@ def ema_0x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
     if "priority" in hook:
         ledger.ignored(f"{p}.priority", "hook ordering: dsgan updates the EMA right after G's update")
     _buffers_note(ctx, f"{p}.interp_cfg.momentum_nontrainable", interp.get("momentum_nontrainable", 0.0) != 0)
+    rounded = "" if start % cycle == 0 else f" (rounded from {start / cycle * per:g})"
     ledger.note(
-        f"EMA units: 0.x's hook counts train_step calls and its momentum is the kept fraction; dsgan counts G "
-        f"updates and its momentum is the weight of the new value. A cycle here is {cycle} iterations with "
-        f"{per} G update(s): interval {interval} iterations -> {interval_g} G update(s) ({how}); start_iter "
-        f"{start} -> {start_g} G updates"
-        + ("" if start % cycle == 0 else f" (rounded from {start / cycle * per:g})")
-        + f"; momentum {kept} kept -> {out['momentum']:g}."
+        f"EMA units: 0.x's hook counts train_step calls and its momentum is the kept fraction"
+        f"{'' if 'momentum' in interp else ' (0.999 by default)'}; dsgan counts G updates and its momentum is the "
+        f"weight of the new value. A cycle here is {cycle} iterations with {per} G update(s): interval {interval} "
+        f"iterations -> {interval_g} G update(s) ({how}); start_iter {start} -> {start_g} G updates{rounded}; "
+        f"momentum {kept} kept -> {out['momentum']:g}."
     )
     if interval % cycle == 0 and interval > cycle and (start // cycle) % (interval // cycle):
         ledger.note(

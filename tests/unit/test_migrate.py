@@ -118,20 +118,26 @@ def test_diff_shows_effective_batch_for_the_world_size(write) -> None:
     assert re.search(r"generator effective batch \(world size 2\)\s+8 x 1 x 2 = 16\s+8 x 4 x 2 = 64", text)
 
 
-def test_out_writes_valid_files_and_a_report_that_accounts_for_every_key(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("seed", [SEED_0X, SEED_1X], ids=["0.x", "1.x"])
+def test_out_writes_valid_files_and_a_report_that_accounts_for_every_key(seed, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    assert main_migrate([str(SEED_0X), "--out", str(out)]) == 0
+    assert main_migrate([str(seed), "--out", str(out)]) == 0
     cfg = load_config(out / "config.yaml")
     raw = (out / "config.yaml").read_text()
     assert "deepspeed: generator_ds.json" in raw and "deepspeed: discriminator_ds.json" in raw
     assert cfg.generator.deepspeed.gradient_accumulation_steps == 8
     report = (out / "migration_report.md").read_text()
     assert report in capsys.readouterr().out
-    reported = set(re.findall(r"^\| `([^`]+)` \|", report, flags=re.M))
-    source = load_source(SEED_0X)
-    assert reported == {path for path, _ in leaves(source.values)}
-    assert "disc_steps // batch_accumulation_steps = 8 // 8 = 1" in report
-    assert "momentum 0.9999 kept -> 0.0001" in report
+    reported = re.findall(r"^\| `([^`]+)` \|", report, flags=re.M)
+    assert sorted(reported) == sorted(path for path, _ in leaves(load_source(seed).values))
+    assert "not recognised" not in report  # every key of the seed configs has a known fate
+    assert "Step counting" in report and "EMA units" in report
+
+
+def test_report_explains_the_0x_step_and_ema_units() -> None:
+    notes = "\n".join(migrate(SEED_0X).ledger.notes)
+    assert "disc_steps // batch_accumulation_steps = 8 // 8 = 1" in notes
+    assert "start_iter 160000 -> 20000 G updates; momentum 0.9999 kept -> 0.0001" in notes
 
 
 def test_every_key_is_classified_even_unknown_ones(write) -> None:
