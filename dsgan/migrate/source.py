@@ -48,6 +48,9 @@ _REFUSED = {
     ast.YieldFrom: "yield",
 }
 _MAX_EXPONENT = 64  # 10**64 is far beyond any config value; bigger powers are a way to hang the reader
+_MAX_SIZE = 1_000_000
+"""Characters plus container items one statement may build or read: real configs hold a few thousand, and the
+limit stops `s = s + s` or `a = [a, a]` repeated from doubling a value until memory runs out."""
 
 
 @dataclass
@@ -84,13 +87,18 @@ def _load(path: Path, stack: tuple[Path, ...], files: list[Path], used_by: dict[
         tree = ast.parse(path.read_text(), filename=str(path))
     except SyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: expressions nested too deeply to read") from None
 
     base_node = _find_base(tree)
     base: dict[str, Any] = {}
     if base_node is not None:
         base = _load_bases(path, _Evaluator(path, {}).eval(base_node.value), base_node, stack, files, used_by)
-
-    return merge(base, _Evaluator(path, base).run(tree, used_by))
+    try:
+        own = _Evaluator(path, base).run(tree, used_by)
+    except RecursionError:
+        raise ConfigError(f"{path}: expressions nested too deeply to read") from None
+    return merge(base, own)
 
 
 def _find_base(tree: ast.Module) -> ast.Assign | None:
@@ -158,12 +166,19 @@ class _Evaluator:
         self.outer = outer
         self.scope: dict[str, Any] = {}
         self.reads: set[str] = set()
+        self.budget = _MAX_SIZE
 
     def refuse(self, node: ast.AST, what: str) -> ConfigError:
         return ConfigError(
             f"{self.path}:{getattr(node, 'lineno', '?')}: {what} is not allowed: configs are read without running "
             "them, so only literals, dict()/list()/tuple(), arithmetic, string concatenation and names assigned "
             "earlier are understood"
+        )
+
+    def too_large(self, node: ast.AST) -> ConfigError:
+        return ConfigError(
+            f"{self.path}:{getattr(node, 'lineno', '?')}: this statement builds or reads more than {_MAX_SIZE:,} "
+            "items (characters plus list/dict entries): far beyond any real config, refused"
         )
 
     def run(self, tree: ast.Module, used_by: dict[str, set[str]]) -> dict[str, Any]:
@@ -179,6 +194,7 @@ class _Evaluator:
     def statement(self, stmt: ast.stmt) -> list[tuple[str, Any]]:
         """(name, value) for each name the statement binds; `self.reads` holds the names its value read."""
         self.reads = set()
+        self.budget = _MAX_SIZE
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
             return []  # a docstring
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
@@ -191,6 +207,8 @@ class _Evaluator:
             if not isinstance(target, ast.Name):
                 raise self.refuse(target, f"assignment to `{ast.unparse(target)}`")
         value = self.eval(stmt.value)
+        if _size(value) > _MAX_SIZE:
+            raise self.too_large(stmt)
         return [(t.id, copy.deepcopy(value)) for t in stmt.targets]
 
     def _import_error(self, stmt: ast.stmt) -> ConfigError:
@@ -239,12 +257,13 @@ class _Evaluator:
         raise self.refuse(node, what)
 
     def _name(self, node: ast.Name, name: str) -> Any:
-        if name in self.scope:
-            self.reads.add(name)
-            return copy.deepcopy(self.scope[name])
-        if name in self.outer:
-            self.reads.add(name)
-            return copy.deepcopy(self.outer[name])
+        for scope in (self.scope, self.outer):
+            if name in scope:
+                self.reads.add(name)
+                self.budget -= _size(scope[name])
+                if self.budget < 0:
+                    raise self.too_large(node)
+                return copy.deepcopy(scope[name])
         raise ConfigError(
             f"{self.path}:{node.lineno}: name {name!r} is not defined (only names assigned earlier in this file or "
             "in its _base_ files can be used)"
@@ -299,7 +318,25 @@ class _Evaluator:
             raise self.refuse(node, f"`{ast.unparse(node)}` (arithmetic is for numbers, + joins strings and lists)")
         if isinstance(op, ast.Pow) and (abs(right) > _MAX_EXPONENT or abs(left) > 2**_MAX_EXPONENT):
             raise self.refuse(node, f"the power `{ast.unparse(node)}`")
+        if joinable and len(left) + len(right) > _MAX_SIZE:
+            raise self.too_large(node)
         try:
             return _BINARY[type(op)](left, right)
         except ZeroDivisionError:
             raise ConfigError(f"{self.path}:{node.lineno}: division by zero in `{ast.unparse(node)}`") from None
+
+
+def _size(value: Any) -> int:
+    """Characters plus container items, counted up to just past _MAX_SIZE."""
+    total, stack = 0, [value]
+    while stack and total <= _MAX_SIZE:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            total += len(item) + 1
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+            total += len(item) + 1
+        else:
+            total += len(item) if isinstance(item, str) else 1
+    return total

@@ -178,6 +178,20 @@ def test_anything_but_literals_is_refused_with_file_and_line(write, tmp_path, li
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("x = " + "+".join(["1"] * 100_000), "nested too deeply"),
+        ("s = 'x'\n" + "s = s + s\n" * 40, "more than 1,000,000 items"),
+        ("a = [1]\n" + "a = [a, a, a, a, a, a, a, a, a, a]\n" * 8, "more than 1,000,000 items"),
+    ],
+    ids=["deep", "doubling", "fan-out"],
+)
+def test_configs_that_would_exhaust_the_reader_are_refused(write, text, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_source(write("huge.py", text + "\n"))
+
+
 def test_malicious_config_is_refused_and_nothing_runs(write, tmp_path, capsys) -> None:
     marker = tmp_path / "pwned"
     path = write("evil.py", V1_DCGAN + f"work_dir = __import__('os').system('touch {marker}')\n")
