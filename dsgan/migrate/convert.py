@@ -428,17 +428,17 @@ def _account_for_every_key(ctx: Ctx, source: Source) -> None:
     for key, reason in IGNORED.items():
         if key in values:
             ledger.ignored(key, reason)
-    for key in ("lr_config", "param_scheduler", "optimizer_config"):
+    for key in ("lr_config", "param_scheduler"):
+        if values.get(key):
+            raise ctx.error(key, "not supported yet: an LR schedule (dsgan's converted configs keep the LR constant)")
         if key in values:
-            (ledger.ignored if not values[key] else ledger.unsupported)(
-                key,
-                "no LR schedule / optimizer hook (dsgan's default)"
-                if not values[key]
-                else "LR schedules and optimizer hooks are not converted yet; set scheduler in the DeepSpeed configs",
-            )
-    if "auto_scale_lr" in values:
-        enabled = isinstance(values["auto_scale_lr"], dict) and values["auto_scale_lr"].get("enable")
-        (ledger.unsupported if enabled else ledger.ignored)("auto_scale_lr", "automatic LR scaling by batch size")
+            ledger.ignored(key, "no LR schedule, as dsgan's converted configs")
+    if isinstance(values.get("auto_scale_lr"), dict) and values["auto_scale_lr"].get("enable"):
+        raise ctx.error("auto_scale_lr.enable", "not supported yet: LR scaling by the actual batch size")
+    ledger.ignored("auto_scale_lr", "disabled: the LR is used as given")
+    if values.get("optimizer_config"):
+        ledger.unsupported("optimizer_config", "an optimizer hook: GANs step their optimizers in train_step")
+    ledger.ignored("optimizer_config", "no optimizer hook")
     if ctx.version == "0.x":
         for key in ("type", "is_dynamic_ddp", "pass_training_status"):
             ledger.ignored(f"runner.{key}", "mmcv's runner: dsgan's loop is iteration-based and needs no wrapper")

@@ -436,6 +436,15 @@ def test_optimizer_defaults_are_torch_s_and_l2_decay_is_kept(write) -> None:
         migrate(child_of(write, V1_DCGAN, "optim_wrapper = dict(generator=dict(optimizer=dict(type='SGD')))\n", "s.py"))
 
 
+def test_lr_schedules_are_refused(write) -> None:
+    with pytest.raises(ConfigError, match="lr_config: not supported yet: an LR schedule"):
+        migrate(child_of(write, V0_DCGAN, "lr_config = dict(policy='Linear', target_lr=0)\n", "a.py"))
+    scheduler = "param_scheduler = [dict(type='LinearLR', start_factor=0.1)]\n"
+    with pytest.raises(ConfigError, match="param_scheduler: not supported yet"):
+        migrate(child_of(write, V1_DCGAN, scheduler, "b.py"))
+    assert migrate(child_of(write, V1_DCGAN, "param_scheduler = None\n", "c.py")).config.run.total_iters == 400
+
+
 def test_r1_penalty_conventions(write) -> None:
     # StyleGAN2's mmgen style: loss_weight = gamma / 2 * interval with the whole-image norm.
     hwc = (
