@@ -1,15 +1,22 @@
 """EMA of G's weights, updated once per G optimizer update.
 
-    ema = (1 - momentum) * ema + momentum * G        (parameters; buffers such as BatchNorm statistics are copied)
+    ema = (1 - momentum) * ema + momentum * G        (parameters; buffers such as BatchNorm statistics and
+                                                      spectral-norm u are copied)
 
 Units: dsgan counts `start_g_updates` and `interval_g_updates` in G optimizer updates and `momentum` is the weight
-of the new value. MMagic's `ExponentialMovingAverage` uses the same momentum convention (BigGAN-128: 1e-4) but
-counts `interval` and `start_iter` in iterations (data batches; G updates once per
-`discriminator_steps * accumulative_counts` of them); MMGeneration 0.x's `ExponentialMovingAverageHook` gives the
-kept fraction (`momentum=0.9999` means 1e-4 here) and counts train_step calls. `dsgan migrate` converts both.
+of the new value. The first `start_g_updates` updates copy G; after them, every `interval_g_updates`-th update
+(counted from the start) averages. That is MMagic's order: before `start_iter` BaseGAN syncs the EMA with G, and
+mmengine's BaseAveragedModel copies again on its first `update_parameters` call (`steps == 0`), then averages every
+`interval` calls; MMGeneration 0.x's hook likewise copies before `start_iter` and averages when
+`(iter + 1 - start_iter) % interval == 0`. MMagic's `ExponentialMovingAverage` uses the same momentum convention
+(BigGAN-128: 1e-4) but counts `interval` and `start_iter` in iterations (data batches; G updates once per
+`discriminator_steps * accumulative_counts` of them); MMGeneration 0.x's `ExponentialMovingAverageHook` (`ema_cfg`)
+gives the kept fraction (`momentum=0.9999` means 1e-4 here) and counts train_step calls. `dsgan migrate` converts
+both.
 
-The average is kept in fp32 on a full (never partitioned) copy of G, the same on every rank: under ZeRO-3, G's
-partitioned parameters are gathered for each update (DeepSpeed #2056: an update of partitioned tensors is lost).
+The average is kept in fp32 (even when G's parameters are bf16) on a full, never partitioned copy of G, the same on
+every rank: under ZeRO-3, G's partitioned parameters are gathered on every rank for each update (DeepSpeed #2056: an
+update of partitioned tensors is lost).
 """
 
 from __future__ import annotations
@@ -24,36 +31,52 @@ from dsgan.config import EMA as EMAConfig
 
 
 def _gathered(module: nn.Module) -> contextlib.AbstractContextManager:
+    """Full parameters for reading; a no-op unless ZeRO-3 has partitioned them."""
     params = list(module.parameters())
-    if params and hasattr(params[0], "ds_id"):  # ZeRO-3 partitioned
+    if any(hasattr(p, "ds_id") for p in params):
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(params)
     return contextlib.nullcontext()
 
 
+def _plain_copy(generator: nn.Module) -> nn.Module:
+    """An fp32 copy without DeepSpeed's state. ZeRO-3 registers gather/release hooks on every submodule; copied
+    along, they would fire on the copy, whose parameters ZeRO knows nothing of. dsgan's models register none."""
+    with _gathered(generator):
+        module = copy.deepcopy(generator)
+    for m in module.modules():
+        for hooks in (m._forward_pre_hooks, m._forward_hooks, m._backward_hooks, m._backward_pre_hooks):
+            hooks.clear()
+    return module.float().eval().requires_grad_(False)
+
+
 class EMA:
     def __init__(self, generator: nn.Module, cfg: EMAConfig) -> None:
         self.cfg = cfg
-        with _gathered(generator):
-            self.module = copy.deepcopy(generator).float()
-        self.module.eval().requires_grad_(False)
+        self.module = _plain_copy(generator)
+        """The averaged generator, for sampling and evaluation."""
 
     @torch.no_grad()
     def update(self, generator: nn.Module, g_updates: int) -> None:
-        """Call after each G optimizer update; `g_updates` counts the updates done so far (1 after the first)."""
-        if g_updates % self.cfg.interval_g_updates:
-            return
-        m = self.cfg.momentum if g_updates > self.cfg.start_g_updates else 1.0  # before start: copy G
-        with _gathered(generator):
-            ema_params = list(self.module.parameters())
-            g_params = [p.detach().float() for p in generator.parameters()]
-            torch._foreach_lerp_(ema_params, g_params, m)
-            for ema_buf, buf in zip(self.module.buffers(), generator.buffers(), strict=True):
-                ema_buf.copy_(buf)
+        """Call after each G optimizer update; `g_updates` counts the updates done so far (1 after the first).
+        Buffers are copied on every call, parameters averaged on the due ones (copied before the start)."""
+        since_start = g_updates - self.cfg.start_g_updates
+        averaging = since_start > 0
+        if not averaging or since_start % self.cfg.interval_g_updates == 0:
+            with _gathered(generator):
+                ema_params = list(self.module.parameters())
+                g_params = [p.detach().float() for p in generator.parameters()]
+                if averaging:
+                    torch._foreach_lerp_(ema_params, g_params, self.cfg.momentum)
+                else:
+                    torch._foreach_copy_(ema_params, g_params)
+        for (name, ema_buf), (g_name, buf) in zip(self.module.named_buffers(), generator.named_buffers(), strict=True):
+            assert name == g_name, (name, g_name)
+            ema_buf.copy_(buf)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(state)

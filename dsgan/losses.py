@@ -14,7 +14,9 @@ from torch import nn
 from dsgan.config import Loss
 
 
-def d_loss(loss_type: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def d_loss(
+    loss_type: str, real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """D's loss, and its real and fake terms (detached, for logging)."""
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     if loss_type == "hinge":  # Lim & Ye 2017; BigGAN
@@ -38,6 +40,8 @@ def g_loss(loss_type: str, fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def _input_gradients(d_module: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """grad_x D(x) per sample, with a graph (the penalty is differentiated again). Autocast off: fp32 unless a bf16
+    engine made D's parameters bf16 (bf16 has fp32's range, so no overflow as in fp16)."""
     x = x.detach().float().requires_grad_(True)
     with torch.autocast(x.device.type, enabled=False):
         out = d_module(x, y).float()
@@ -74,4 +78,4 @@ def d_regularizer(
         terms.append(cfg.r1_weight / 2 * cfg.r1_interval * r1_penalty(d_module, real, y))
     if cfg.gp_weight > 0:
         terms.append(cfg.gp_weight * gradient_penalty(d_module, real, fake, y))
-    return sum(terms) if terms else None
+    return torch.stack(terms).sum() if terms else None

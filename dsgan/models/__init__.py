@@ -6,6 +6,7 @@ images [B, C, S, S] in [-1, 1]; every discriminator is called `D(x, y)` and retu
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from dsgan import config as c
@@ -46,12 +47,27 @@ def build_discriminator(cfg: c.DiscriminatorModel) -> nn.Module:
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Trainable tensors only: spectral-norm `u` and BatchNorm statistics are buffers."""
     return sum(p.numel() for p in module.parameters())
 
 
-def parameter_report(g_cfg: c.GeneratorModel, d_cfg: c.DiscriminatorModel) -> str:
-    g, d = build_generator(g_cfg), build_discriminator(d_cfg)
-    return (
-        f"generator     {g_cfg.type:<22} {count_parameters(g):>14,} parameters\n"
-        f"discriminator {d_cfg.type:<22} {count_parameters(d):>14,} parameters"
-    )
+def truncated_noise(
+    batch: int, noise_size: int, truncation: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """z [batch, noise_size] for G; BigGAN's truncation trick resamples |z| > truncation (None = plain normal).
+    One implementation, in dsgan.samples, which draws the same distribution by inverse CDF at a fixed cost."""
+    from dsgan.samples import truncated_noise as draw
+
+    return draw(batch, noise_size, truncation, generator)
+
+
+def parameter_report(cfg_g: c.GeneratorModel, cfg_d: c.DiscriminatorModel) -> str:
+    """Parameter (and buffer) counts of the configured G and D, for `dsgan params`."""
+    lines = []
+    for role, cfg, module in (
+        ("generator", cfg_g, build_generator(cfg_g)),
+        ("discriminator", cfg_d, build_discriminator(cfg_d)),
+    ):
+        params, buffers = count_parameters(module), sum(b.numel() for b in module.buffers())
+        lines.append(f"{role:<13} {cfg.type:<20} {params:>14,} parameters {buffers:>10,} buffer values")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from torch import nn
 
 from dsgan.config import DCGANDiscriminator as DCfg
 from dsgan.config import DCGANGenerator as GCfg
-from dsgan.models.layers import BatchNorm, SNConv2d, SNEmbedding, SNLinear, num_resamplings
+from dsgan.models.layers import BatchNorm, SNConv2d, SNEmbedding, SNLinear, check_labels, num_resamplings, param_dtype
 
 
 class DCGANGenerator(nn.Module):
@@ -32,8 +32,8 @@ class DCGANGenerator(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.02)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        dtype = self.fc.weight.dtype
-        h = z.to(dtype)
+        check_labels(self.num_classes, y)
+        h = z.to(param_dtype(self))
         if self.embed is not None:
             h = torch.cat([h, self.embed(y)], dim=1)
         h = self.fc(h).view(len(z), -1, 4, 4)
@@ -59,7 +59,8 @@ class DCGANDiscriminator(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.02)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = x
+        check_labels(self.num_classes, y)
+        h = x.to(param_dtype(self))
         for conv in self.convs:
             h = nn.functional.leaky_relu(conv(h), 0.2)
         h = h.flatten(1)

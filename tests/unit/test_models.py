@@ -1,0 +1,280 @@
+"""Generators and discriminators: shapes, gradients, precisions, BigGAN layout, spectral norm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dsgan import config as c
+from dsgan.models import build_discriminator, build_generator, count_parameters, parameter_report, truncated_noise
+from dsgan.models.biggan import BigGANDiscriminator, BigGANGenerator
+from dsgan.models.layers import BatchNorm, SelfAttention, SNConv2d, SNLinear, SpectralNorm
+
+BIGGAN_SLOTS = {32: 4, 64: 5, 128: 6, 256: 7}
+"""Noise chunks at each scale: the first linear layer + one per up-block."""
+
+
+def pairs(num_classes: int) -> list[tuple[c.BaseModel, c.BaseModel]]:
+    """Every architecture at every supported scale, narrow enough for CPU tests."""
+    out = []
+    for s in (16, 32, 64):
+        out.append(
+            (
+                c.DCGANGenerator(output_scale=s, noise_size=8, num_classes=num_classes, base_channels=4),
+                c.DCGANDiscriminator(input_scale=s, num_classes=num_classes, base_channels=4, with_spectral_norm=True),
+            )
+        )
+    for s in (32, 64):
+        out.append(
+            (
+                c.SNGANGenerator(output_scale=s, noise_size=8, num_classes=num_classes, base_channels=4),
+                c.SNGANDiscriminator(input_scale=s, num_classes=num_classes, base_channels=4),
+            )
+        )
+    for s, slots in BIGGAN_SLOTS.items():
+        out.append(
+            (
+                c.BigGANGenerator(
+                    output_scale=s, noise_size=4 * slots, num_classes=num_classes, base_channels=8, shared_dim=8
+                ),
+                c.BigGANDiscriminator(input_scale=s, num_classes=num_classes, base_channels=8),
+            )
+        )
+    return out
+
+
+CASES = [(g, d) for n in (0, 5) for g, d in pairs(n)]
+IDS = [f"{g.type[:-9]}{g.output_scale}-{'cond' if g.num_classes else 'uncond'}" for g, _ in CASES]
+SMALLEST = [i for i, (g, _) in enumerate(CASES) if g.output_scale == (16 if g.type == "DCGANGenerator" else 32)]
+"""Each architecture at its smallest scale, conditional and not."""
+SMALL_CASES, SMALL_IDS = [CASES[i] for i in SMALLEST], [IDS[i] for i in SMALLEST]
+
+
+def inputs(g_cfg, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, g_cfg.noise_size, generator=gen)
+    y = torch.randint(g_cfg.num_classes, (batch,), generator=gen) if g_cfg.num_classes else None
+    return z, y
+
+
+def first_conv(module: nn.Module) -> nn.Conv2d:
+    return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+def cast_params(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """What a bf16 DeepSpeed engine does: parameters cast, buffers left fp32."""
+    for p in module.parameters():
+        p.data = p.data.to(dtype)
+    return module
+
+
+@pytest.mark.parametrize(("g_cfg", "d_cfg"), CASES, ids=IDS)
+def test_shapes_and_gradients(g_cfg, d_cfg):
+    torch.manual_seed(0)
+    g, d = build_generator(g_cfg), build_discriminator(d_cfg)
+    assert (g.noise_size, g.num_classes, g.output_scale) == (g_cfg.noise_size, g_cfg.num_classes, g_cfg.output_scale)
+    z, y = inputs(g_cfg)
+    fake = g(z, y)
+    s = g_cfg.output_scale
+    assert fake.shape == (2, 3, s, s) and fake.dtype == torch.float32
+    assert fake.abs().max() <= 1
+    logits = d(fake, y)
+    assert logits.shape == (2,) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    logits.sum().backward()
+    for name, module in (("G", g), ("D", d)):
+        missing = [n for n, p in module.named_parameters() if p.grad is None]
+        assert not missing, f"{name}: no gradient for {missing}"
+    assert g.fc.weight.grad.abs().sum() > 0
+    assert first_conv(d).weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("g_cfg", "d_cfg"), SMALL_CASES, ids=SMALL_IDS)
+def test_labels_must_match_conditioning(g_cfg, d_cfg):
+    g, d = build_generator(g_cfg), build_discriminator(d_cfg)
+    z, y = inputs(g_cfg)
+    x = torch.zeros(2, 3, g_cfg.output_scale, g_cfg.output_scale)
+    wrong = None if y is not None else torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="num_classes"):
+        g(z, wrong)
+    with pytest.raises(ValueError, match="num_classes"):
+        d(x, wrong)
+
+
+@pytest.mark.parametrize(("g_cfg", "d_cfg"), SMALL_CASES, ids=SMALL_IDS)
+def test_bf16_parameters_fp32_inputs(g_cfg, d_cfg):
+    """Inside a bf16 engine: bf16 parameters, fp32 buffers and fp32 inputs."""
+    torch.manual_seed(0)
+    g, d = cast_params(build_generator(g_cfg), torch.bfloat16), cast_params(build_discriminator(d_cfg), torch.bfloat16)
+    z, y = inputs(g_cfg)
+    fake = g(z, y)
+    assert fake.dtype == torch.bfloat16
+    logits = d(fake, y)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert g.fc.weight.grad.dtype == torch.bfloat16 and g.fc.weight.grad.abs().sum() > 0
+    assert all(b.dtype in (torch.float32, torch.int64) for b in [*g.buffers(), *d.buffers()])
+
+
+@pytest.mark.parametrize(("g_cfg", "d_cfg"), SMALL_CASES, ids=SMALL_IDS)
+def test_autocast(g_cfg, d_cfg):
+    """DeepSpeed's torch_autocast: fp32 parameters, bf16 matmuls."""
+    torch.manual_seed(0)
+    g, d = build_generator(g_cfg), build_discriminator(d_cfg)
+    z, y = inputs(g_cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = d(g(z, y), y)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert g.fc.weight.grad.dtype == torch.float32 and g.fc.weight.grad.abs().sum() > 0
+    assert all(m.u.dtype == torch.float32 for m in g.modules() if isinstance(m, SpectralNorm))
+
+
+def test_eval_mode_is_deterministic_and_freezes_buffers():
+    g_cfg, _ = pairs(5)[-3]  # BigGAN-64: BatchNorm, spectral norm and attention
+    g = build_generator(g_cfg)
+    z, y = inputs(g_cfg, batch=4)
+    g(z, y)  # one training forward: running statistics and u move
+    g.eval()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    a, b = g(z, y), g(z[:2], y[:2])
+    torch.testing.assert_close(a[:2], b)  # no batch statistics in eval
+    for k, v in g.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BigGAN layout (MMagic's BigGANGenerator / BigGANDiscriminator)
+
+
+def test_biggan_128_seed_parameter_counts(monkeypatch):
+    """The seed's BigGAN-128 equals BigGAN-PyTorch's (G_ch=D_ch=96, shared 128, hier, dim_z 120): 70,433,988 and
+    87,982,370 parameters (70.4M + 88.0M = 158.3M, the BigGAN paper's Table 1)."""
+    monkeypatch.setattr("dsgan.models.biggan.init_weights", lambda module, init_type: None)  # QR of 158M: slow
+    report = parameter_report(c.BigGANGenerator(), c.BigGANDiscriminator())
+    assert "70,433,988 parameters" in report and "87,982,370 parameters" in report
+
+
+@pytest.mark.parametrize(
+    ("scale", "g_attention", "d_attention"), [(32, None, None), (64, 3, None), (128, 3, 0), (256, 3, 1)]
+)
+def test_biggan_attention_at_64(scale, g_attention, d_attention):
+    slots = BIGGAN_SLOTS[scale]
+    g = BigGANGenerator(c.BigGANGenerator(output_scale=scale, noise_size=slots, base_channels=8, num_classes=0))
+    d = BigGANDiscriminator(c.BigGANDiscriminator(input_scale=scale, base_channels=8, num_classes=0))
+    assert (g.attention_after, d.attention_after) == (g_attention, d_attention)
+    assert sum(isinstance(m, SelfAttention) for m in g.modules()) == (g_attention is not None)
+    assert sum(isinstance(m, SelfAttention) for m in d.modules()) == (d_attention is not None)
+
+
+def test_biggan_hierarchical_noise_and_conditional_bn():
+    g = BigGANGenerator(c.BigGANGenerator(output_scale=128, noise_size=120, base_channels=8, shared_dim=128))
+    assert g.chunk == 20 and g.fc.in_features == 20
+    bn = g.blocks[0].bn1
+    assert bn.weight is None and isinstance(bn.gain, SNLinear) and bn.gain.in_features == 128 + 20
+    assert bn.gain.bias is None and bn.shift.bias is None
+    assert g.shared.weight.shape == (1000, 128)
+
+
+def test_biggan_noise_must_split_evenly():
+    with pytest.raises(ValueError, match=r"noise_size=120 is not divisible by 7.*use 119"):
+        BigGANGenerator(c.BigGANGenerator(output_scale=256, base_channels=2))
+
+
+def test_biggan_one_hot_conditioning():
+    """with_shared_embedding=false: the BN maps read the one-hot class (embeddings), z is not split (MMagic)."""
+    with pytest.raises(ValueError, match="split_noise=false"):
+        BigGANGenerator(c.BigGANGenerator(output_scale=32, with_shared_embedding=False, base_channels=2))
+    cfg = c.BigGANGenerator(
+        output_scale=32, noise_size=10, num_classes=5, with_shared_embedding=False, split_noise=False, base_channels=4
+    )
+    g = BigGANGenerator(cfg)
+    assert g.shared is None and g.fc.in_features == 10
+    assert isinstance(g.blocks[0].bn1.gain, nn.Embedding) and g.blocks[0].bn1.gain.weight.shape == (5, 16)
+    z, y = inputs(cfg, batch=4)
+    assert g(z, y).shape == (4, 3, 32, 32)
+
+
+def test_biggan_unconditional_without_split_uses_plain_bn():
+    g = BigGANGenerator(c.BigGANGenerator(output_scale=32, noise_size=8, num_classes=0, split_noise=False))
+    assert g.shared is None and g.blocks[0].bn1.gain is None and g.blocks[0].bn1.weight is not None
+
+
+@pytest.mark.parametrize("init_type", ["ortho", "N02", "xavier"])
+def test_biggan_options(init_type):
+    act = c.Activation(type="LeakyReLU", negative_slope=0.1)
+    g_cfg = c.BigGANGenerator(output_scale=32, noise_size=8, num_classes=3, base_channels=4, init_type=init_type)
+    g_cfg = g_cfg.model_copy(update={"act": act, "with_spectral_norm": False})
+    d_cfg = c.BigGANDiscriminator(input_scale=32, num_classes=3, base_channels=4, init_type=init_type, act=act)
+    g, d = build_generator(g_cfg), build_discriminator(d_cfg)
+    assert not any(isinstance(m, SpectralNorm) for m in g.modules())
+    assert any(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.1 for m in d.modules())
+    w = d.blocks[1].conv1.weight.flatten(1)
+    if init_type == "ortho":  # rows orthonormal
+        torch.testing.assert_close(w @ w.t(), torch.eye(len(w)), atol=1e-5, rtol=0)
+    elif init_type == "N02":
+        assert 0.015 < w.std() < 0.025 and torch.all(d.blocks[1].conv1.bias == 0)
+    z, y = inputs(g_cfg)
+    assert torch.isfinite(d(g(z, y), y)).all()
+
+
+def test_count_parameters_excludes_buffers():
+    bn = BatchNorm(4)
+    assert count_parameters(bn) == 8 and sum(b.numel() for b in bn.buffers()) == 8
+
+
+def test_truncated_noise():
+    z = truncated_noise(256, 16, 0.5, torch.Generator().manual_seed(0))
+    assert z.shape == (256, 16) and z.abs().max() <= 0.5
+    plain = truncated_noise(4, 3, None, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(plain, torch.randn(4, 3, generator=torch.Generator().manual_seed(1)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spectral norm
+
+
+def test_power_iteration_converges_to_largest_singular_value():
+    torch.manual_seed(0)
+    weight = torch.randn(16, 3, 3, 3)
+    sn = SpectralNorm(16, 27, eps=1e-12)
+    for _ in range(100):
+        normalized = sn(weight)
+    sigma = torch.linalg.matrix_norm(weight.flatten(1), ord=2)
+    torch.testing.assert_close(weight / normalized, torch.full_like(weight, float(sigma)), rtol=1e-4, atol=0)
+    torch.testing.assert_close(torch.linalg.matrix_norm(normalized.flatten(1), ord=2), torch.tensor(1.0))
+    sn.eval()
+    u = sn.u.clone()
+    sn(weight)
+    assert torch.equal(sn.u, u)  # no iteration outside training
+
+
+def test_spectral_norm_bf16_weight():
+    torch.manual_seed(0)
+    layer = cast_params(SNLinear(32, 16, sn_eps=1e-6), torch.bfloat16)
+    for _ in range(50):
+        out = layer(torch.randn(4, 32))  # fp32 input, as a bf16 engine passes it
+    assert out.dtype == torch.bfloat16 and layer.sn.u.dtype == torch.float32
+    w = layer.sn(layer.weight).float()
+    torch.testing.assert_close(torch.linalg.matrix_norm(w, ord=2), torch.tensor(1.0), rtol=2e-2, atol=0)
+    w.sum().backward()
+    assert layer.weight.grad.dtype == torch.bfloat16
+
+
+def test_spectral_norm_u_independent_of_global_rng():
+    def u_buffers(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        d = build_discriminator(c.BigGANDiscriminator(input_scale=32, base_channels=4, num_classes=3))
+        return [m.u for m in d.modules() if isinstance(m, SpectralNorm)]
+
+    a, b = u_buffers(1), u_buffers(2)
+    assert len(a) > 10 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_spectral_norm_twice_before_backward():
+    """D scores real and fake before one backward: each forward's graph keeps its own u."""
+    torch.manual_seed(0)
+    conv = SNConv2d(3, 4, 3, sn_eps=1e-12)
+    x = torch.randn(2, 3, 8, 8)
+    (conv(x).sum() + conv(x).sum()).backward()
+    assert torch.isfinite(conv.weight.grad).all()
