@@ -113,6 +113,18 @@ class BigGANGenerator(Strict):
     def _check(self) -> BigGANGenerator:
         if self.auto_sync_bn:
             raise ValueError("auto_sync_bn=True is not supported: BatchNorm statistics are per rank, as in the seed")
+        slots = {32: 4, 64: 5, 128: 6, 256: 7}[self.output_scale]  # the first linear layer + one per block
+        if self.split_noise and self.noise_size % slots:
+            raise ValueError(
+                f"noise_size={self.noise_size} is not divisible by {slots} (the first linear layer + {slots - 1} "
+                f"blocks at output_scale {self.output_scale}, split_noise=true): use {self.noise_size // slots * slots}"
+                " (MMagic and BigGAN-PyTorch round down to it silently)"
+            )
+        if self.num_classes and not self.with_shared_embedding and self.split_noise:
+            raise ValueError(
+                "with_shared_embedding=false needs split_noise=false: without the shared embedding the BatchNorm "
+                "maps read the one-hot class alone (MMagic's layout)"
+            )
         return self
 
 
@@ -364,7 +376,7 @@ class EMA(Strict):
 
     momentum: Annotated[float, Field(gt=0, le=1)] = 0.01
     start_g_updates: Annotated[int, Field(ge=0)] = 0
-    """Before this many G updates the EMA copies G."""
+    """The first this many G updates copy G into the EMA; averaging starts after them."""
     interval_g_updates: PositiveInt = 1
 
 

@@ -397,7 +397,7 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
             metrics[f"{name}_loss_scale"] = scale
     if run.ema is not None:
         metrics["ema_momentum"] = run.cfg.ema.momentum
-        metrics["ema_active"] = float(g.global_steps >= run.cfg.ema.start_g_updates)
+        metrics["ema_active"] = float(g.global_steps > run.cfg.ema.start_g_updates)
     if env.device.type == "cuda":
         metrics["max_memory_gib"] = torch.cuda.max_memory_allocated(env.device) / 2**30
     run.tracker.log(metrics, run.iteration)

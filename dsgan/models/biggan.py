@@ -58,23 +58,9 @@ class BigGANGenerator(nn.Module):
         channels = [cfg.base_channels * m for m in G_CHANNELS[cfg.output_scale]]
         n_blocks = len(channels) - 1
         sn_eps = cfg.sn_eps if cfg.with_spectral_norm else None
-        if cfg.split_noise:
-            slots = n_blocks + 1
-            if cfg.noise_size % slots:
-                raise ValueError(
-                    f"generator.model.noise_size={cfg.noise_size} is not divisible by {slots} (the first linear layer "
-                    f"+ {n_blocks} blocks at output_scale {cfg.output_scale}, split_noise=true): use "
-                    f"{cfg.noise_size // slots * slots} (MMagic and BigGAN-PyTorch round down to it silently)"
-                )
-            self.chunk = cfg.noise_size // slots
-        else:
-            self.chunk = 0
+        # config.BigGANGenerator has checked that z splits evenly and that one-hot classes come without split_noise.
+        self.chunk = cfg.noise_size // (n_blocks + 1) if cfg.split_noise else 0
         one_hot = cfg.num_classes > 0 and not cfg.with_shared_embedding
-        if one_hot and cfg.split_noise:
-            raise ValueError(
-                "generator.model.with_shared_embedding=false needs split_noise=false: without the shared embedding "
-                "the BatchNorm maps read the one-hot class alone (MMagic's layout)"
-            )
         self.noise_size = cfg.noise_size
         self.shared = nn.Embedding(cfg.num_classes, cfg.shared_dim) if cfg.num_classes and not one_hot else None
         cond_dim = (cfg.shared_dim if self.shared is not None else 0) + self.chunk
