@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from dsgan.errors import ConfigError
@@ -26,16 +25,7 @@ from dsgan.eval import (
 )
 from dsgan.eval.inception import InceptionE, _tf_avg_pool
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One BLAS/OpenMP thread: the test machine's cores are shared, and spinning thread pools under contention made
-    these tests 10x slower (and their timing meaningless)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_weights(path, drop_num_batches_tracked: bool = False) -> dict[str, torch.Tensor]:

@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from threadpoolctl import threadpool_limits
 
 from dsgan.eval import metrics
 from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One BLAS/OpenMP thread: the test machine's cores are shared, and spinning thread pools under contention made
-    these tests 10x slower (and their timing meaningless)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
