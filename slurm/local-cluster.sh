@@ -162,11 +162,11 @@ start() {
 stop() {
     local ids pidfile node
     if alive "$DIR/slurmctld.pid"; then
-        ids=$(squeue -h -o %i | tr '\n' ' ')
-        if [[ -n $ids ]]; then
+        mapfile -t ids < <(squeue -h -o %i)
+        if ((${#ids[@]})); then
             # KILL first: a plain scancel would give each job KillWait (30 s) to react to SIGTERM.
-            scancel --quiet --full --signal=KILL $ids 2>/dev/null || true
-            scancel --quiet $ids 2>/dev/null || true
+            scancel --quiet --full --signal=KILL "${ids[@]}" 2>/dev/null || true
+            scancel --quiet "${ids[@]}" 2>/dev/null || true
             for _ in $(seq 20); do [[ -z $(squeue -h -o %i -t running,completing) ]] && break; sleep 0.5; done
         fi
         scontrol shutdown 2>/dev/null || true

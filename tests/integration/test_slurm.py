@@ -102,8 +102,9 @@ def log(out: Path, job_id: str) -> str:
 # --- the sbatch scripts with a stand-in for python ---
 
 STAND_IN = '''#!{python}
-"""Stands in for `python -m dsgan.train`: records its environment, then runs STANDIN_SECONDS (first start only) and
-exits STANDIN_EXIT, or exits 75 half a second after SIGUSR1/SIGTERM, as the trainer does after its checkpoint."""
+"""Stands in for `python -m dsgan.train`: records its environment, runs STANDIN_SECONDS (first start only) and exits
+STANDIN_EXIT. On SIGUSR1/SIGTERM it "saves a checkpoint" and exits 75 as the trainer does; the save is collective, so
+it is a barrier through files here, which fails (exit 1) when a rank has died."""
 import json, os, signal, sys, time
 
 info = {{k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -116,17 +117,26 @@ def handler(signum, frame):
     stop.append(signum)
 signal.signal(signal.SIGUSR1, handler)
 signal.signal(signal.SIGTERM, handler)
-path = os.path.join(os.environ["STANDIN_DIR"], f"rank{{info['RANK']}}-restart{{restart}}.json")
-with open(path + ".tmp", "w") as f:
+def path(kind, rank):
+    return os.path.join(os.environ["STANDIN_DIR"], f"{{kind}}{{rank}}-restart{{restart}}")
+with open(path("rank", info["RANK"]) + ".tmp", "w") as f:
     json.dump(info, f)
-os.rename(path + ".tmp", path)
+os.rename(path("rank", info["RANK"]) + ".tmp", path("rank", info["RANK"]) + ".json")
 end = time.monotonic() + (float(os.environ.get("STANDIN_SECONDS", "0")) if restart == 0 else 0)
 while time.monotonic() < end and not stop:
     time.sleep(0.05)
-if stop:
-    time.sleep(0.5)
-    sys.exit({preempted})
-sys.exit(int(os.environ.get("STANDIN_EXIT", "0")))
+if not stop:
+    sys.exit(int(os.environ.get("STANDIN_EXIT", "0")))
+open(path("saved", info["RANK"]), "w").close()
+peers = [json.load(open(path("rank", r) + ".json"))["pid"] for r in range(int(info["WORLD_SIZE"]))]
+while True:
+    saved = [os.path.exists(path("saved", r)) for r in range(len(peers))]
+    if all(saved):
+        sys.exit({preempted})
+    for pid, done in zip(peers, saved):
+        if not done and not os.path.exists(f"/proc/{{pid}}"):
+            sys.exit(1)  # a rank died before the checkpoint: the collective fails
+    time.sleep(0.05)
 '''
 
 
@@ -262,7 +272,7 @@ def test_killed_rank_fails_the_job_promptly(cluster, stand_in, tmp_path):
     seconds = time.monotonic() - t0
     out = log(tmp_path, job_id)
     assert (info["JobState"], info["Restarts"]) == ("FAILED", "0"), out
-    assert info["ExitCode"] == "137:0"  # 128 + SIGKILL: the dead rank's status wins over the survivor's 75
+    assert info["ExitCode"] == "137:0"  # 128 + SIGKILL, the first failure; the survivor failed to save (exit 1)
     assert seconds < 15, f"the job took {seconds:.0f} s to fail"
 
 
