@@ -20,7 +20,7 @@ import pytest
 import torch
 from launch import REPO
 
-from dsgan.errors import EXIT_PREEMPTED
+from dsgan.errors import EXIT_CONFIG, EXIT_PREEMPTED
 
 pytestmark = pytest.mark.slurm
 
@@ -317,6 +317,14 @@ def test_tiny_config_trains_to_the_end_across_two_nodes(cluster, tmp_path, scrip
     assert info["JobState"] == "COMPLETED", out
     assert "2 rank(s)" in out and "done: 24 iterations" in out
     assert (tmp_path / "run" / "checkpoints" / "step-00000024" / "manifest.json").is_file()
+
+
+def test_bad_config_fails_the_job_with_the_trainers_status(cluster, tmp_path):
+    job_id = train_job(cluster, tmp_path, tmp_path / "run", "run.no_such_field=1")
+    info = wait_ended(cluster, job_id, 300)
+    out = log(tmp_path, job_id)
+    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("FAILED", f"{EXIT_CONFIG}:0", "0"), out
+    assert "no_such_field" in out
 
 
 # Long enough to be signalled mid-run (5-10 s), no periodic checkpoints: the resume point is the one the signal
