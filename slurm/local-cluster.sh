@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real two-node SLURM cluster on this machine, for the tests and demos of the slurm/ scripts.
 #
+#   slurm/local-cluster.sh install  only install the Debian packages if missing (needs root; CI runs this)
 #   slurm/local-cluster.sh start    install the Debian packages if missing (needs root), start munged, slurmctld and
 #                                   two slurmd daemons (nodes n1 and n2, both on 127.0.0.1), wait until both nodes
 #                                   are idle, and print the `export SLURM_CONF=...` line for your shell.
@@ -203,8 +204,9 @@ status() {
 }
 
 case ${1:-} in
+install) install_packages ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) die "usage: $0 start|stop|status" ;;
+*) die "usage: $0 install|start|stop|status" ;;
 esac
