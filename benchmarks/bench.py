@@ -195,10 +195,12 @@ def model_state_bytes() -> int:
 
     seen, total = set(), 0
     for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and not obj.is_meta and id(obj) not in seen:
-            seen.add(id(obj))
-            with contextlib.suppress(RuntimeError):  # tensors without storage (views of freed buffers)
-                total += obj.untyped_storage().nbytes() if obj.numel() else 0
+        if isinstance(obj, torch.Tensor) and not obj.is_meta and obj.numel():
+            with contextlib.suppress(RuntimeError):  # tensors without storage
+                storage = obj.untyped_storage()
+                if storage.data_ptr() not in seen:  # views into DeepSpeed's flat buffers count once
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
     return total
 
 

@@ -137,6 +137,10 @@ def build_engine(name: str, module: nn.Module, ds_cfg: DeepSpeedConfig, world_si
         model_parameters=[p for p in module.parameters() if p.requires_grad],
         config=ds_cfg.to_deepspeed(world_size),
     )
+    if world_size == 1 and ds_cfg.zero_optimization.stage == 0:
+        # Nothing to reduce, but DeepSpeed would still flatten, "all-reduce" and unflatten every gradient at each
+        # boundary (measured: ~10% of a small fp32 CPU step). At ZeRO >= 1 the same call partitions: keep it.
+        engine.enable_backward_allreduce = False
     return NetworkEngine(name, engine, ds_cfg)
 
 
