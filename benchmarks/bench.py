@@ -323,7 +323,7 @@ def gpu_suite(trials: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--gpu", action="store_true")
-    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--trials", type=int, default=2)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", choices=("dsgan", "plain"))
     p.add_argument("--model", choices=sorted(MODELS), default="dcgan32")

@@ -230,3 +230,29 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path):
     assert "non-finite loss" in out and "Traceback" not in out
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-00000008"
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000008"]
+
+
+@pytest.mark.parametrize("d_steps,g_steps,acc_d,acc_g", [(1, 1, 8, 8), (2, 3, 2, 4)])
+def test_engine_counters_follow_the_mmagic_schedule(tmp_path, d_steps, g_steps, acc_d, acc_g):
+    """The engines' own update counters (DeepSpeed global_steps) after K iterations equal the MMagic rule; the
+    per-update agreement also compares them with the schedule at every D update on the way."""
+    from dsgan.coordinator import Schedule
+
+    iters = 16
+    ok(
+        train(
+            tmp_path,
+            2,
+            f"schedule.discriminator_steps={d_steps}",
+            f"schedule.generator_steps={g_steps}",
+            f"discriminator.deepspeed.gradient_accumulation_steps={acc_d}",
+            f"generator.deepspeed.gradient_accumulation_steps={acc_g}",
+            f"run.total_iters={iters}",
+            f"run.log_every_iters={iters}",
+            "checkpoint.every_iters=null",
+            "run.sample_every_iters=null",
+        )
+    )
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    s = Schedule(d_steps, g_steps, acc_d, acc_g)
+    assert (last["d_updates"], last["g_updates"]) == (s.d_updates(iters), s.g_updates(iters))

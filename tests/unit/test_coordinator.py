@@ -72,3 +72,14 @@ def test_checkpoint_boundaries_fall_mid_cycle():
 def test_rejects_zero_counts():
     with pytest.raises(ValueError, match="generator_steps"):
         Schedule(1, 0, 1, 1)
+
+
+def test_engine_dict_refuses_an_unnamed_update():
+    from dsgan.engines import EngineDict
+
+    engines = EngineDict(generator=None, discriminator=None)
+    for call in (engines.update_params, engines.step, engines.backward):
+        with pytest.raises(TypeError, match=r"name the network, e.g. engines\['discriminator'\]"):
+            call(None)
+    with pytest.raises(KeyError, match="the networks are"):
+        engines["critic"]
