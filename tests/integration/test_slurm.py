@@ -213,6 +213,8 @@ def test_usr1_requeues_the_job_which_restarts_and_completes(cluster, stand_in, t
     assert "batch shell got SIGUSR1" in out and "requeueing job" in out
 
 
+@pytest.mark.slow  # opt-in: rides SLURM's time-limit clock (about 1-2 min); once, under CI load, the requeued job
+# failed at launch before its batch script ran. The USR1 requeue path itself is covered by the tests above and below.
 def test_time_limit_warning_requeues(cluster, stand_in, tmp_path):
     """The shipped `--signal=USR1@90` with a 2 minute limit: SIGUSR1 reaches the tasks within about 30-60 s."""
     standin_env, recorded = stand_in
