@@ -177,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
+        from dsgan.train import exit_process
         from dsgan.train import main as train_main
 
-        return train_main(argv[1:])
+        exit_process(train_main(argv[1:]))
     args = build_parser().parse_args(argv)
     if getattr(args, "device", "unset") is None:
         import torch

@@ -525,5 +525,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+def exit_process(code: int) -> None:
+    """Exit with `code`, skipping interpreter teardown: with DeepSpeed's and gloo's threads alive, teardown can abort
+    ("terminate called without an active exception", SIGABRT) and replace the exit code that launchers and the
+    SLURM scripts act on (75 = requeue) with -6."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
