@@ -243,8 +243,6 @@ PASSTHROUGH_KEYS = (
 class DeepSpeedConfig(Strict):
     """One engine's DeepSpeed config. `gradient_accumulation_steps` is MMagic's `accumulative_counts`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
     train_micro_batch_size_per_gpu: PositiveInt
     gradient_accumulation_steps: PositiveInt = 1
     train_batch_size: PositiveInt | None = None

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Run:
     schedule: Schedule
     engines: EngineDict
     ema: EMA | None
-    batches: object
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     tracker: Tracker
     total_iters: int
     iteration: int = 0

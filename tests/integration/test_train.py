@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -215,10 +214,6 @@ def _wait_for(condition, timeout: float = 120) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.1)
-
-
-def teardown_module() -> None:
-    shutil.rmtree(REPO / "runs" / "tiny", ignore_errors=True)
 
 
 def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path):
