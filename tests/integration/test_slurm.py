@@ -85,12 +85,17 @@ def wait_ended(env: dict, job_id: str, timeout: float) -> dict[str, str]:
 
 
 def wait_requeued(env: dict, job_id: str, timeout: float) -> dict[str, str]:
-    """Wait until the job is pending again after a requeue, then lift SLURM's ~2 minute BeginTime delay."""
+    """Wait until the job is pending again after a requeue, then lift SLURM's ~2 minute BeginTime delay.
+
+    Not at once: slurmd revokes the old start's credential, with a resolution of one second, and refuses a new one
+    issued in that same second ("Killing non-startable batch job: Job credential revoked", the job FAILED). SLURM's
+    own delay is what avoids that outside tests."""
     info = wait_for(
         lambda: (j := job(env, job_id)).get("JobState") == "PENDING" and j.get("Restarts") == "1" and j,
         timeout,
         f"job {job_id} to be requeued",
     )
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=True)
     return info
 
@@ -213,8 +218,6 @@ def test_usr1_requeues_the_job_which_restarts_and_completes(cluster, stand_in, t
     assert "batch shell got SIGUSR1" in out and "requeueing job" in out
 
 
-@pytest.mark.slow  # opt-in: rides SLURM's time-limit clock (about 1-2 min); once, under CI load, the requeued job
-# failed at launch before its batch script ran. The USR1 requeue path itself is covered by the tests above and below.
 def test_time_limit_warning_requeues(cluster, stand_in, tmp_path):
     """The shipped `--signal=USR1@90` with a 2 minute limit: SIGUSR1 reaches the tasks within about 30-60 s."""
     standin_env, recorded = stand_in
