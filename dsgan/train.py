@@ -371,7 +371,7 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
         torch.distributed.all_reduce(stats)
         stats /= env.world_size
     values = stats.tolist()
-    d_n, g_n = max(iters, 1), max(g_micro, 1)
+    d_n = max(iters, 1)
     images = iters * run.cfg.images_per_iter(env.world_size)
     metrics = {
         "d_loss": values[0] / d_n,
@@ -380,7 +380,6 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
         "d_real_mean": values[3] / d_n,
         "d_fake_mean": values[4] / d_n,
         "d_reg": values[5] / d_n,
-        "g_loss": values[6] / g_n if g_micro else float("nan"),
         "kimg": run.iteration * run.cfg.images_per_iter(env.world_size) / 1000,
         "images_per_second": images / elapsed,
         "seconds_per_iter": elapsed / max(iters, 1),
@@ -391,6 +390,8 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
         "g_skipped_steps": g.skipped_steps,
         "d_skipped_steps": d.skipped_steps,
     }
+    if g_micro:  # absent, not NaN, from an interval without a G step (D-only stretches of a long D phase)
+        metrics["g_loss"] = values[6] / g_micro
     for name, net in (("g", g), ("d", d)):
         if (norm := net.grad_norm) is not None:
             metrics[f"{name}_grad_norm"] = norm
@@ -405,7 +406,7 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
     done = run.iteration - run.start_iteration
     eta = (run.total_iters - run.iteration) * elapsed / max(iters, 1)
     log.info(
-        "it %d/%d (%.0f%%) | kimg %.1f | D %.3f (real %.3f fake %.3f) G %.3f | D(x) %.2f D(G(z)) %.2f | "
+        "it %d/%d (%.0f%%) | kimg %.1f | D %.3f (real %.3f fake %.3f) G %s | D(x) %.2f D(G(z)) %.2f | "
         "%.0f img/s | ETA %s",
         run.iteration,
         run.total_iters,
@@ -414,7 +415,7 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
         metrics["d_loss"],
         metrics["d_loss_real"],
         metrics["d_loss_fake"],
-        metrics["g_loss"],
+        f"{metrics['g_loss']:.3f}" if g_micro else "-",
         metrics["d_real_mean"],
         metrics["d_fake_mean"],
         metrics["images_per_second"],

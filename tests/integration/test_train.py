@@ -243,11 +243,15 @@ def test_engine_counters_follow_the_mmagic_schedule(tmp_path, d_steps, g_steps, 
             f"discriminator.deepspeed.gradient_accumulation_steps={acc_d}",
             f"generator.deepspeed.gradient_accumulation_steps={acc_g}",
             f"run.total_iters={iters}",
-            f"run.log_every_iters={iters}",
+            f"run.log_every_iters={acc_d}",
             "checkpoint.every_iters=null",
             "run.sample_every_iters=null",
         )
     )
-    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     s = Schedule(d_steps, g_steps, acc_d, acc_g)
-    assert (last["d_updates"], last["g_updates"]) == (s.d_updates(iters), s.g_updates(iters))
+    assert (records[-1]["d_updates"], records[-1]["g_updates"]) == (s.d_updates(iters), s.g_updates(iters))
+    # g_loss is logged for the intervals that had a G step, and left out (not NaN) of the others.
+    with_g = [s.g_micro_steps(r["iteration"]) > s.g_micro_steps(r["iteration"] - acc_d) for r in records]
+    assert [("g_loss" in r) for r in records] == with_g
+    assert d_steps == 1 or not all(with_g)
