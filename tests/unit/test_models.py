@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from dsgan import config as c
@@ -15,7 +16,7 @@ BIGGAN_SLOTS = {32: 4, 64: 5, 128: 6, 256: 7}
 """Noise chunks at each scale: the first linear layer + one per up-block."""
 
 
-def pairs(num_classes: int) -> list[tuple[c.BaseModel, c.BaseModel]]:
+def pairs(num_classes: int) -> list[tuple[BaseModel, BaseModel]]:
     """Every architecture at every supported scale, narrow enough for CPU tests."""
     out = []
     for s in (16, 32, 64):

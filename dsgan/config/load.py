@@ -1,0 +1,158 @@
+"""Reading a run config: files, DeepSpeed file inlining, `--set` overrides, and errors that name file and field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dsgan.config.models import (
+    BigGANDiscriminator,
+    BigGANGenerator,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    SNGANDiscriminator,
+    SNGANGenerator,
+)
+from dsgan.config.run import EMBEDDED_DEFAULT, Config, DigitsData, ImageFolderData
+from dsgan.errors import ConfigError
+
+
+def read_file(path: Path) -> Any:
+    """Parse YAML, JSON or TOML by extension; never executes anything."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from None
+    raise ConfigError(f"{path}: unknown config format {path.suffix!r} (use .yaml, .json or .toml)")
+
+
+def _inline_deepspeed(raw: dict[str, Any], base_dir: Path, source: str) -> None:
+    """Replace `<network>.deepspeed: path` by the file's contents, so that overrides and errors see one tree."""
+    for network in ("generator", "discriminator"):
+        section = raw.get(network)
+        if isinstance(section, dict) and isinstance(section.get("deepspeed"), str):
+            path = (base_dir / section["deepspeed"]).resolve()
+            if not path.is_file():
+                raise ConfigError(f"{source}: {network}.deepspeed: file not found: {path}")
+            data = read_file(path)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: a DeepSpeed config must be a mapping")
+            section["deepspeed"] = data
+            section["_deepspeed_file"] = str(path)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """`a.b.c=value`; the value is parsed as YAML (numbers, booleans, lists, null)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: {part} is not a section")
+    if leaf == "type" and node.get("type") != (parsed := yaml.safe_load(value)):
+        node.clear()  # a new type starts from that type's defaults, not the old type's fields
+        node["type"] = parsed
+    else:
+        node[leaf] = yaml.safe_load(value)
+
+
+_UNION_TAGS = {
+    m.model_fields["type"].default
+    for m in (
+        DCGANGenerator,
+        SNGANGenerator,
+        BigGANGenerator,
+        DCGANDiscriminator,
+        SNGANDiscriminator,
+        BigGANDiscriminator,
+        DigitsData,
+        ImageFolderData,
+    )
+}
+
+
+def format_errors(exc: ValidationError, files: dict[str, str]) -> str:
+    """One line per problem: `<file>: <dotted.field.path>: <message>`; DeepSpeed fields name the DeepSpeed file."""
+    lines = []
+    for err in exc.errors():
+        parts = [str(p) for p in err["loc"] if p not in _UNION_TAGS]
+        where = files.get(parts[0], files["run"]) if parts[1:2] == ["deepspeed"] else files["run"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt? `dsgan validate-config` prints every valid key with its default)"
+        elif err["type"] == "union_tag_not_found":
+            msg = "missing 'type'"
+        lines.append(f"{where}: {'.'.join(parts)}: {msg}" if parts else f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: Path | str | None = None,
+    overrides: list[str] = (),
+    *,
+    world_size: int | None = None,
+    device: str | None = None,
+) -> Config:
+    """Read, inline DeepSpeed files, validate, apply `--set` overrides, validate again.
+
+    Raises ConfigError naming the file and the dotted field. `device` ('cpu'/'cuda') and `world_size` enable the
+    checks that depend on where the run happens.
+    """
+    if path is None:
+        raw: dict[str, Any] = json.loads(json.dumps(EMBEDDED_DEFAULT))
+        source, base_dir = "<default config>", Path.cwd()
+    else:
+        path = Path(path)
+        raw = read_file(path) or {}
+        source, base_dir = str(path), path.resolve().parent
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a run config must be a mapping at the top level")
+    _inline_deepspeed(raw, base_dir, source)
+    files = {"run": source}
+    for network in ("generator", "discriminator"):
+        if isinstance(raw.get(network), dict) and "_deepspeed_file" in raw[network]:
+            files[network] = raw[network].pop("_deepspeed_file")
+    _resolve_paths(raw, base_dir)
+    context = {"world_size": world_size, "device": device}
+    try:
+        cfg = Config.model_validate(raw, context=context)
+        if not overrides:
+            return cfg
+        # Overrides apply to the complete tree, so that `--set run.total_iters=10` keeps every other default.
+        full = cfg.model_dump(mode="json")
+        for assignment in overrides:
+            apply_override(full, assignment)
+        return Config.model_validate(full, context=context)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, files)) from None
+
+
+def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
+    """Data and weight paths are relative to the run config's folder; the run dir is relative to the cwd."""
+    for section, key in (("data", "root"), ("eval", "inception_weights"), ("eval", "reference_stats")):
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute():
+            raw[section][key] = str(base_dir / value)
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,239 @@
+"""The run config: every section of a run, and the checks between them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from dsgan.config.base import NonNegativeFloat, Strict
+from dsgan.config.deepspeed import AdamParams, DeepSpeedConfig, Optimizer
+from dsgan.config.models import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    DiscriminatorModel,
+    GeneratorModel,
+    has_spectral_norm,
+)
+
+
+def _digits_adam(lr: float) -> DeepSpeedConfig:
+    """The embedded digits run's engines: TTUR learning rates (Heusel et al. 2017), BigGAN's betas, torch's Adam."""
+    return DeepSpeedConfig(
+        train_micro_batch_size_per_gpu=64,
+        optimizer=Optimizer(params=AdamParams(lr=lr, betas=(0.0, 0.999), torch_adam=True)),
+    )
+
+
+class GeneratorEngine(Strict):
+    model: GeneratorModel = DCGANGenerator(output_scale=16)
+    deepspeed: DeepSpeedConfig = _digits_adam(1e-4)
+
+
+class DiscriminatorEngine(Strict):
+    model: DiscriminatorModel = DCGANDiscriminator(input_scale=16, with_spectral_norm=True)
+    deepspeed: DeepSpeedConfig = _digits_adam(4e-4)
+
+
+class Schedule(Strict):
+    """MMagic 1.x meaning: consecutive *optimizer updates* of each network before the other one is updated.
+
+    One data batch per iteration; D trains one micro-batch per iteration; after `discriminator_steps` D updates
+    (each `gradient_accumulation_steps` of D's config micro-batches), G makes `generator_steps` updates (each
+    `gradient_accumulation_steps` of G's config micro-batches of fresh noise).
+    """
+
+    discriminator_steps: PositiveInt = 1
+    generator_steps: PositiveInt = 1
+
+
+class Loss(Strict):
+    type: Literal["hinge", "vanilla", "wgan"] = "hinge"
+    """hinge (BigGAN), vanilla = non-saturating logistic (Goodfellow et al.), wgan (Arjovsky et al.)."""
+    r1_weight: NonNegativeFloat = 0.0
+    """gamma of the R1 penalty gamma/2 * E|grad D(x)|^2 on reals (Mescheder et al. 2018); 0 = off."""
+    r1_interval: PositiveInt = 1
+    """Lazy regularisation (StyleGAN2): apply R1 every this many D micro-steps, scaled by the interval."""
+    gp_weight: NonNegativeFloat = 0.0
+    """WGAN-GP weight (Gulrajani et al. 2017) on interpolates; 0 = off."""
+
+
+class EMA(Strict):
+    """EMA of G's weights: `ema = (1 - momentum) * ema + momentum * G`, once per G optimizer update.
+
+    Units are G updates. MMagic's ExponentialMovingAverage uses the same `momentum` convention (weight of the new
+    value) with `interval`/`start_iter` in iterations; MMGeneration 0.x's `ema_cfg` gives the kept fraction
+    (`momentum = 1 - kept`) and counts train_step calls. `dsgan migrate` converts both.
+    """
+
+    momentum: Annotated[float, Field(gt=0, le=1)] = 0.01
+    start_g_updates: Annotated[int, Field(ge=0)] = 0
+    """The first this many G updates copy G into the EMA; averaging starts after them."""
+    interval_g_updates: PositiveInt = 1
+
+
+class DigitsData(Strict):
+    """scikit-learn's 8x8 digits (1797 images, 10 classes), bundled with scikit-learn: no download."""
+
+    type: Literal["digits"] = "digits"
+    conditional: bool = True
+
+
+class ImageFolderData(Strict):
+    """ImageNet layout: one subfolder per class; images resized/center-cropped to the model scale."""
+
+    type: Literal["image_folder"] = "image_folder"
+    root: Path
+    conditional: bool = True
+    num_workers: Annotated[int, Field(ge=0)] = 4
+    pin_memory: bool = True
+
+
+Data = Annotated[DigitsData | ImageFolderData, Field(discriminator="type")]
+
+
+class Run(Strict):
+    seed: int = 0
+    dir: Path = Path("runs/digits")
+    """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes."""
+    total_iters: PositiveInt | None = 3000
+    """Length in iterations (one data batch each). Set this or total_images."""
+    total_images: PositiveInt | None = None
+    """Length in real images seen by D, summed over ranks; converted to iterations at start."""
+    log_every_iters: PositiveInt = 50
+    collective_timeout_seconds: PositiveFloat = 300.0
+    """Upper bound on any collective: a dead or diverged rank becomes an error after this, never a hang."""
+    sample_every_iters: PositiveInt | None = 1000
+    """Write a PNG grid of fixed-noise samples (EMA G when enabled) this often; None = only at the end."""
+
+    @model_validator(mode="after")
+    def _length(self) -> Run:
+        if (self.total_iters is None) == (self.total_images is None):
+            raise ValueError("set exactly one of total_iters and total_images")
+        return self
+
+
+class Checkpoint(Strict):
+    every_iters: PositiveInt | None = 1000
+    """None = only at the end and on a signal."""
+    keep_last: PositiveInt = 2
+    milestone_every_iters: PositiveInt | None = None
+    """Checkpoints at multiples of this are kept forever."""
+
+
+class Wandb(Strict):
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    """The WANDB_MODE environment variable overrides this."""
+    project: str = "dsgan"
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = []
+
+
+class Tracking(Strict):
+    wandb: Wandb = Wandb()
+    image_every_iters: PositiveInt | None = None
+    """Log sample grids to wandb this often; None = with every PNG grid."""
+
+
+class Eval(Strict):
+    every_iters: PositiveInt | None = None
+    """Evaluate during training this often (every rank; EMA G when kept); None = only from the CLI."""
+    features: Literal["inception", "digits"] = "digits"
+    """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
+    inception_weights: Path | None = None
+    num_samples: PositiveInt = 10_000
+    batch_size: PositiveInt = 100
+    reference_stats: Path | None = None
+    """Cache of the real data's feature statistics (.npz); default: <run dir>/fid_reference.npz."""
+
+    @model_validator(mode="after")
+    def _weights(self) -> Eval:
+        if self.features == "inception" and self.inception_weights is None:
+            raise ValueError("features='inception' needs inception_weights (a local file; see README, Evaluation)")
+        return self
+
+
+class Config(Strict):
+    """A whole run. The defaults are the embedded digits run (a conditional DCGAN on CPU); `load_config()` with no
+    file adds its periodic FD8 evaluation (EMBEDDED_DEFAULT), which a partial config must not inherit."""
+
+    run: Run = Run()
+    schedule: Schedule = Schedule()
+    loss: Loss = Loss()
+    generator: GeneratorEngine = GeneratorEngine()
+    discriminator: DiscriminatorEngine = DiscriminatorEngine()
+    ema: EMA | None = EMA()
+    data: Data = DigitsData()
+    checkpoint: Checkpoint = Checkpoint()
+    tracking: Tracking = Tracking()
+    eval: Eval = Eval()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        g, d = self.generator.model, self.discriminator.model
+        if g.output_scale != d.input_scale:
+            raise ValueError(
+                f"generator.model.output_scale={g.output_scale} != discriminator.model.input_scale={d.input_scale}"
+            )
+        if g.num_classes != d.num_classes:
+            raise ValueError(
+                f"generator.model.num_classes={g.num_classes} != discriminator.model.num_classes={d.num_classes}"
+            )
+        if g.out_channels != d.in_channels:
+            raise ValueError(
+                f"generator.model.out_channels={g.out_channels} != discriminator.model.in_channels={d.in_channels}"
+            )
+        g_mb = self.generator.deepspeed.train_micro_batch_size_per_gpu
+        d_mb = self.discriminator.deepspeed.train_micro_batch_size_per_gpu
+        if g_mb != d_mb:
+            raise ValueError(
+                f"generator.deepspeed.train_micro_batch_size_per_gpu={g_mb} != "
+                f"discriminator.deepspeed.train_micro_batch_size_per_gpu={d_mb}: one data batch feeds D's "
+                "micro-step and sets the size of G's fake batch (MMagic semantics); make them equal"
+            )
+        if self.data.conditional != (g.num_classes > 0):
+            raise ValueError(
+                f"data.conditional={self.data.conditional} but generator.model.num_classes={g.num_classes}: "
+                "class-conditional models need conditional data, unconditional models (num_classes=0) need "
+                "data.conditional=false"
+            )
+        if isinstance(self.data, DigitsData) and g.num_classes not in (0, 10):
+            raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
+        if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:
+            raise ValueError("eval.features='digits' only applies to data.type='digits'; use 'inception'")
+        d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
+        for name, value in (
+            ("run.total_iters", self.run.total_iters),
+            ("checkpoint.every_iters", self.checkpoint.every_iters),
+            ("checkpoint.milestone_every_iters", self.checkpoint.milestone_every_iters),
+            ("eval.every_iters", self.eval.every_iters),
+        ):
+            if value is not None and value % d_acc:
+                raise ValueError(
+                    f"{name}={value} is not a multiple of discriminator.deepspeed.gradient_accumulation_steps="
+                    f"{d_acc}: checkpoints (and the end of the run) must fall on a D update, where no gradients are "
+                    "half-accumulated"
+                )
+        if self.loss.type == "wgan" and self.loss.gp_weight == 0 and not has_spectral_norm(d):
+            raise ValueError(
+                "loss.type='wgan' needs a Lipschitz constraint: set loss.gp_weight > 0 (WGAN-GP) or use a "
+                "discriminator with spectral norm"
+            )
+        return self
+
+    def images_per_iter(self, world_size: int) -> int:
+        return self.discriminator.deepspeed.train_micro_batch_size_per_gpu * world_size
+
+    def total_iters_for(self, world_size: int) -> int:
+        if self.run.total_iters is not None:
+            return self.run.total_iters
+        d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
+        return d_acc * math.ceil(self.run.total_images / (self.images_per_iter(world_size) * d_acc))
+
+
+EMBEDDED_DEFAULT: dict[str, Any] = {"eval": {"every_iters": 1000, "num_samples": 2000, "features": "digits"}}
+"""What `load_config()` with no file adds to the class defaults: the digits run's FD8 evaluation."""
