@@ -90,7 +90,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"iteration {iteration}: {evaluate_digits(generator, device, seed=args.seed).format()}")
         return 0
     from dsgan.config import Config
-    from dsgan.eval.run import evaluate, make_extractor, reference
+    from dsgan.eval.run import Evaluator
 
     changes = {
         k: v
@@ -104,11 +104,10 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = Config.model_validate(
         {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
     )
-    extractor = make_extractor(cfg, device)
-    run_dir = args.run or args.checkpoint.parent.parent
-    metrics = evaluate(cfg, generator, extractor, reference(cfg, extractor, run_dir, 0, 1, device), 0, 1, device)
+    evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, 0, 1, device)
+    metrics = evaluator(generator)
     print(
-        f"iteration {iteration}, {cfg.eval.num_samples} samples, {extractor.name}: "
+        f"iteration {iteration}, {cfg.eval.num_samples} samples, {evaluator.name}: "
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
     )
     return 0

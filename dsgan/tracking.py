@@ -100,3 +100,15 @@ class Tracker:
         self._jsonl.close()
         if self._wandb is not None:
             self._guarded(self._wandb.finish)
+
+
+def progress_line(metrics: dict[str, float], iteration: int, total_iters: int, eta_seconds: float) -> str:
+    """The console's view of one logging interval; G's loss reads "-" for an interval without a G step."""
+    g = f"{metrics['g_loss']:.3f}" if "g_loss" in metrics else "-"
+    eta = time.strftime("%H:%M:%S", time.gmtime(eta_seconds))
+    return (
+        f"it {iteration}/{total_iters} ({100 * iteration / total_iters:.0f}%) | kimg {metrics['kimg']:.1f} | "
+        f"D {metrics['d_loss']:.3f} (real {metrics['d_loss_real']:.3f} fake {metrics['d_loss_fake']:.3f}) G {g} | "
+        f"D(x) {metrics['d_real_mean']:.2f} D(G(z)) {metrics['d_fake_mean']:.2f} | "
+        f"{metrics['images_per_second']:.0f} img/s | ETA {eta}"
+    )

@@ -35,14 +35,17 @@ from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
 from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, DsganError, NonFiniteLossError
+from dsgan.eval.run import Evaluator
 from dsgan.losses import d_loss, d_regularizer, g_loss
 from dsgan.models import build_discriminator, build_generator
 from dsgan.samples import fixed_noise, save_grid
-from dsgan.tracking import Tracker
+from dsgan.tracking import Tracker, progress_line
 
 log = logging.getLogger("dsgan")
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+D_STATS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real_mean", "d_fake_mean", "d_reg")
+"""What `d_step` returns, in order: summed over an interval's micro-steps on device, read when logging."""
 AGREEMENT_FIELDS = ["iteration", "d_micro_steps", "d_updates", "g_micro_steps", "config_hash"]
 
 
@@ -64,8 +67,8 @@ class Run:
     start_batch: int = 0
     """Global data batches consumed before this process started (the data stream's position)."""
     best_fid: float = float("inf")
-    evaluator: tuple | None = None
-    """(feature extractor, real-data statistics), built at the first evaluation."""
+    evaluator: Evaluator | None = None
+    """Built at the first evaluation."""
     stop_requested: list[int] = field(default_factory=list)
 
 
@@ -208,8 +211,7 @@ def d_step(
     it: int,
 ) -> torch.Tensor:
     """One D micro-step. Fakes come from G's module under no_grad (no G graph, no G engine hooks); real and fake
-    terms (and any gradient penalty) are summed into one loss for a single backward. Returns detached
-    [loss, loss_real, loss_fake, mean D(x), mean D(G(z)), penalty] for logging."""
+    terms (and any gradient penalty) are summed into one loss for a single backward. Returns the detached D_STATS."""
     g, d = engines["generator"], engines["discriminator"]
     with torch.no_grad(), g.optim_context():
         fake = g.module(z, fake_y)
@@ -266,7 +268,7 @@ def train(run: Run) -> int:
     )
 
     # Device-side accumulators: summed every micro-step, reduced and read only when logging (no per-step sync).
-    stats = torch.zeros(7, device=env.device)  # d_loss, d_real, d_fake, D(x), D(G(z)), reg, g_loss
+    stats = torch.zeros(len(D_STATS) + 1, device=env.device)  # D_STATS, then g_loss
     nonfinite = torch.zeros(1, dtype=torch.int64, device=env.device)
     interval_start, interval_iter = time.perf_counter(), run.iteration
     g_micro_in_interval = 0
@@ -293,7 +295,7 @@ def train(run: Run) -> int:
             d_stats = d_step(run.engines, cfg.loss, real, labels, z, fake_y, it)
             if not fp16["discriminator"]:
                 nonfinite |= ~torch.isfinite(d_stats[0])
-            stats[:6] += d_stats
+            stats[:-1] += d_stats
 
         # --- G phase: D as a frozen module, never through its engine
         for k in range(plan.g_micro_steps):
@@ -301,7 +303,7 @@ def train(run: Run) -> int:
             loss, stepped = g_step(run.engines, cfg.loss.type, z, fake_y)
             if not fp16["generator"]:
                 nonfinite |= ~torch.isfinite(loss)
-            stats[6] += loss
+            stats[-1] += loss
             g_micro_in_interval += 1
             # --- EMA: once per G optimizer update
             if stepped and run.ema is not None:
@@ -370,19 +372,13 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
     if env.world_size > 1:
         torch.distributed.all_reduce(stats)
         stats /= env.world_size
-    values = stats.tolist()
-    d_n = max(iters, 1)
+    *d_sums, g_sum = stats.tolist()
     images = iters * run.cfg.images_per_iter(env.world_size)
     metrics = {
-        "d_loss": values[0] / d_n,
-        "d_loss_real": values[1] / d_n,
-        "d_loss_fake": values[2] / d_n,
-        "d_real_mean": values[3] / d_n,
-        "d_fake_mean": values[4] / d_n,
-        "d_reg": values[5] / d_n,
+        **{key: value / iters for key, value in zip(D_STATS, d_sums, strict=True)},
         "kimg": run.iteration * run.cfg.images_per_iter(env.world_size) / 1000,
         "images_per_second": images / elapsed,
-        "seconds_per_iter": elapsed / max(iters, 1),
+        "seconds_per_iter": elapsed / iters,
         "g_updates": g.global_steps,
         "d_updates": d.global_steps,
         "g_lr": g.lr,
@@ -391,7 +387,7 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
         "d_skipped_steps": d.skipped_steps,
     }
     if g_micro:  # absent, not NaN, from an interval without a G step (D-only stretches of a long D phase)
-        metrics["g_loss"] = values[6] / g_micro
+        metrics["g_loss"] = g_sum / g_micro
     for name, net in (("g", g), ("d", d)):
         if (norm := net.grad_norm) is not None:
             metrics[f"{name}_grad_norm"] = norm
@@ -403,24 +399,8 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
     if env.device.type == "cuda":
         metrics["max_memory_gib"] = torch.cuda.max_memory_allocated(env.device) / 2**30
     run.tracker.log(metrics, run.iteration)
-    done = run.iteration - run.start_iteration
-    eta = (run.total_iters - run.iteration) * elapsed / max(iters, 1)
-    log.info(
-        "it %d/%d (%.0f%%) | kimg %.1f | D %.3f (real %.3f fake %.3f) G %s | D(x) %.2f D(G(z)) %.2f | "
-        "%.0f img/s | ETA %s",
-        run.iteration,
-        run.total_iters,
-        100 * run.iteration / run.total_iters,
-        metrics["kimg"],
-        metrics["d_loss"],
-        metrics["d_loss_real"],
-        metrics["d_loss_fake"],
-        f"{metrics['g_loss']:.3f}" if g_micro else "-",
-        metrics["d_real_mean"],
-        metrics["d_fake_mean"],
-        metrics["images_per_second"],
-        time.strftime("%H:%M:%S", time.gmtime(eta)) if done else "?",
-    )
+    eta = (run.total_iters - run.iteration) * elapsed / iters
+    log.info(progress_line(metrics, run.iteration, run.total_iters, eta))
 
 
 def _write_samples(run: Run) -> None:
@@ -442,21 +422,18 @@ def _write_samples(run: Run) -> None:
 
 def _evaluate(run: Run) -> bool:
     """FID (FD8 for the digits extractor) of the EMA G (else G) on every rank; True when it is the best so far."""
-    from dsgan.eval.run import evaluate, make_extractor, reference
-
-    cfg, env = run.cfg, run.env
+    env = run.env
     if run.evaluator is None:
-        extractor = make_extractor(cfg, env.device)
-        run.evaluator = (extractor, reference(cfg, extractor, cfg.run.dir, env.rank, env.world_size, env.device))
+        run.evaluator = Evaluator(run.cfg, run.cfg.run.dir, env.rank, env.world_size, env.device)
     model = run.ema.module if run.ema is not None else run.engines["generator"].module
     start = time.perf_counter()
     with run.engines["generator"].optim_context():
-        metrics = evaluate(cfg, model, *run.evaluator, env.rank, env.world_size, env.device)
+        metrics = run.evaluator(model)
     log.info(
         "eval at iteration %d (%s, %d samples, %.0f s): %s",
         run.iteration,
-        run.evaluator[0].name,
-        cfg.eval.num_samples,
+        run.evaluator.name,
+        run.cfg.eval.num_samples,
         time.perf_counter() - start,
         ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
     )

@@ -12,48 +12,58 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from dsgan.config import Config, DigitsData
-from dsgan.eval.features import DigitsFeatures, FeatureExtractor, build_extractor, reference_key
+from dsgan.eval.features import DigitsFeatures, build_extractor, reference_key
 from dsgan.eval.fid import ReferenceStats, dataset_statistics, evaluate_generator, load_or_compute_reference
 
 
-def make_extractor(cfg: Config, device: torch.device) -> FeatureExtractor:
-    return build_extractor(cfg.eval.features, cfg.eval.inception_weights, cfg.generator.model.output_scale, device)
+class Evaluator:
+    """A run's feature extractor and real-data statistics, built once and reused at every evaluation. Every rank
+    constructs and calls it (the statistics and the samples are computed in shards and gathered)."""
 
+    def __init__(self, cfg: Config, run_dir: Path, rank: int, world_size: int, device: torch.device) -> None:
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        g = cfg.generator.model
+        self.extractor = build_extractor(cfg.eval.features, cfg.eval.inception_weights, g.output_scale, device)
+        self.stats = self._reference(run_dir)
 
-def reference(
-    cfg: Config, extractor: FeatureExtractor, run_dir: Path, rank: int, world_size: int, device: torch.device
-) -> ReferenceStats:
-    """Real-data statistics, computed once (each rank a disjoint shard) and cached as an .npz whose key pins the
-    extractor weights, preprocessing and dataset."""
-    from dsgan.data import build_dataset
+    @property
+    def name(self) -> str:
+        return self.extractor.name
 
-    g = cfg.generator.model
-    if isinstance(extractor, DigitsFeatures):
-        compute, identity = extractor.reference_statistics, ("digits", str(g.output_scale))
-    else:
-        dataset = build_dataset(cfg.data, g.output_scale, g.out_channels, g.num_classes)
-        shard = Subset(dataset, range(rank, len(dataset), world_size))
-        loader = DataLoader(shard, batch_size=cfg.eval.batch_size, num_workers=getattr(cfg.data, "num_workers", 0))
-        identity = (dataset.description,) if not isinstance(cfg.data, DigitsData) else ("digits",)
-        compute = lambda: dataset_statistics(extractor, loader, device)  # noqa: E731
-    path = cfg.eval.reference_stats or run_dir / "fid_reference.npz"
-    return load_or_compute_reference(path, compute, reference_key(extractor, *identity))
+    def _reference(self, run_dir: Path) -> ReferenceStats:
+        """Computed once (each rank a disjoint shard) and cached as an .npz whose key pins the extractor weights,
+        preprocessing and dataset."""
+        from dsgan.data import build_dataset
 
+        cfg, extractor = self.cfg, self.extractor
+        g = cfg.generator.model
+        if isinstance(extractor, DigitsFeatures):
+            compute, identity = extractor.reference_statistics, ("digits", str(g.output_scale))
+        else:
+            dataset = build_dataset(cfg.data, g.output_scale, g.out_channels, g.num_classes)
+            shard = Subset(dataset, range(self.rank, len(dataset), self.world_size))
+            workers = getattr(cfg.data, "num_workers", 0)
+            loader = DataLoader(shard, batch_size=cfg.eval.batch_size, num_workers=workers)
+            identity = (dataset.description,) if not isinstance(cfg.data, DigitsData) else ("digits",)
+            compute = lambda: dataset_statistics(extractor, loader, self.device)  # noqa: E731
+        path = cfg.eval.reference_stats or run_dir / "fid_reference.npz"
+        return load_or_compute_reference(path, compute, reference_key(extractor, *identity))
 
-def evaluate(
-    cfg: Config,
-    generator: nn.Module,
-    extractor: FeatureExtractor,
-    stats: ReferenceStats,
-    rank: int,
-    world_size: int,
-    device: torch.device,
-) -> dict[str, float]:
-    """{'fid', and 'is_mean'/'is_std' with Inception}; with the digits extractor {'fd8'}: not an FID, and named
-    so that no log or dashboard can mistake it for one."""
-    metrics = evaluate_generator(
-        generator, extractor, cfg.eval.num_samples, cfg.eval.batch_size, stats, cfg.run.seed, rank, world_size, device
-    )
-    if isinstance(extractor, DigitsFeatures):
-        metrics["fd8"] = metrics.pop("fid")
-    return metrics
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        """{'fid', and 'is_mean'/'is_std' with Inception}; with the digits extractor {'fd8'}: not an FID, and named
+        so that no log or dashboard can mistake it for one."""
+        cfg = self.cfg
+        metrics = evaluate_generator(
+            generator,
+            self.extractor,
+            cfg.eval.num_samples,
+            cfg.eval.batch_size,
+            self.stats,
+            cfg.run.seed,
+            self.rank,
+            self.world_size,
+            self.device,
+        )
+        if isinstance(self.extractor, DigitsFeatures):
+            metrics["fd8"] = metrics.pop("fid")
+        return metrics

@@ -72,6 +72,8 @@ def test_default_run_shortened(tmp_path):
     assert len(names) == 30 and names[0] == "000000_c1.png" and names[1] == "000001_c7.png"
     out = run([*dsgan, "eval", "--run", str(run_dir), "--digits"], tmp_path)
     assert "iteration 120: digits check: FD8" in out and "classifier accuracy" in out
+    out = run([*dsgan, "eval", "--run", str(run_dir), "--num-samples", "500"], tmp_path)  # the config's eval section
+    assert re.search(r"iteration 120, 500 samples, .*: fd8 \d", out), out
 
     # Rerunning the same command resumes; the finished run says so.
     assert "already complete" in train_default(tmp_path, *SHORT)
