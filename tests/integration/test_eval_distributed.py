@@ -12,8 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from torch import nn
+from tiny import TinyGenerator
 
 from dsgan.eval import (
     DigitsFeatures,
@@ -25,23 +24,6 @@ from dsgan.eval import (
 )
 
 NUM_SAMPLES = 101  # odd: the ranks hold 51 and 50 samples, so the gather pads
-
-
-class TinyGenerator(nn.Module):
-    noise_size = 8
-    num_classes = 10
-    output_scale = 16
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = nn.Embedding(10, 8)
-        self.fc = nn.Linear(8, 64)
-        self.bn = nn.BatchNorm1d(64)  # batch-dependent in train mode: evaluation must switch it off
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.bn(self.fc(z + self.embed(y)))).view(-1, 1, 8, 8)
-        return F.interpolate(x, size=(16, 16), mode="nearest").expand(-1, 3, -1, -1)
 
 
 class ProjectionFeatures:

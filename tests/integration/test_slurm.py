@@ -160,6 +160,15 @@ def stand_in(tmp_path):
     return {"PYTHON": str(path), "STANDIN_DIR": str(tmp_path / "ranks")}, recorded
 
 
+def start_stand_in(cluster: dict, stand_in, out: Path, *options: str, seconds: int) -> str:
+    """slurm/train.sbatch on two nodes with the stand-in running `seconds`; returns once both ranks run."""
+    standin_env, recorded = stand_in
+    env = {**standin_env, "STANDIN_SECONDS": str(seconds)}
+    job_id = submit(cluster, TRAIN, out, *TWO_NODES, *options, args=("--config", "x.yaml"), extra_env=env)
+    wait_for(lambda: recorded(0) and recorded(1), 60, "both ranks to start")
+    return job_id
+
+
 def test_two_node_job_gives_each_rank_its_environment(cluster, stand_in, tmp_path):
     standin_env, recorded = stand_in
     extra = {**standin_env, "CONFIG": "configs/x.yaml", "RUN_DIR": "runs/x", "OVERRIDES": "a=1  b.c=x"}
@@ -192,16 +201,8 @@ def test_exit_status_of_the_tasks_is_the_jobs(cluster, stand_in, tmp_path):
 
 
 def test_usr1_requeues_the_job_which_restarts_and_completes(cluster, stand_in, tmp_path):
-    standin_env, recorded = stand_in
-    job_id = submit(
-        cluster,
-        TRAIN,
-        tmp_path,
-        *TWO_NODES,
-        args=("--config", "x.yaml"),
-        extra_env={**standin_env, "STANDIN_SECONDS": "120"},
-    )
-    wait_for(lambda: recorded(0) and recorded(1), 60, "both ranks to start")
+    _, recorded = stand_in
+    job_id = start_stand_in(cluster, stand_in, tmp_path, seconds=120)
     t0 = time.monotonic()
     subprocess.run(["scancel", "--signal=USR1", "--full", job_id], env=cluster, check=True)
     wait_requeued(cluster, job_id, 30)
@@ -220,17 +221,7 @@ def test_usr1_requeues_the_job_which_restarts_and_completes(cluster, stand_in, t
 
 def test_time_limit_warning_requeues(cluster, stand_in, tmp_path):
     """The shipped `--signal=USR1@90` with a 2 minute limit: SIGUSR1 reaches the tasks within about 30-60 s."""
-    standin_env, recorded = stand_in
-    job_id = submit(
-        cluster,
-        TRAIN,
-        tmp_path,
-        *TWO_NODES,
-        "--time=2",
-        args=("--config", "x.yaml"),
-        extra_env={**standin_env, "STANDIN_SECONDS": "300"},
-    )
-    wait_for(lambda: recorded(0) and recorded(1), 60, "both ranks to start")
+    job_id = start_stand_in(cluster, stand_in, tmp_path, "--time=2", seconds=300)
     wait_requeued(cluster, job_id, 100)
     info = wait_ended(cluster, job_id, 60)
     out = log(tmp_path, job_id)
@@ -240,16 +231,7 @@ def test_time_limit_warning_requeues(cluster, stand_in, tmp_path):
 
 def test_cancelled_job_is_not_requeued(cluster, stand_in, tmp_path):
     """A plain scancel sends SIGTERM too, and the tasks exit 75 after saving; the job must stay cancelled."""
-    standin_env, recorded = stand_in
-    job_id = submit(
-        cluster,
-        TRAIN,
-        tmp_path,
-        *TWO_NODES,
-        args=("--config", "x.yaml"),
-        extra_env={**standin_env, "STANDIN_SECONDS": "120"},
-    )
-    wait_for(lambda: recorded(0) and recorded(1), 60, "both ranks to start")
+    job_id = start_stand_in(cluster, stand_in, tmp_path, seconds=120)
     subprocess.run(["scancel", job_id], env=cluster, check=True)
     wait_ended(cluster, job_id, 60)
     time.sleep(2)  # a requeue would show now
@@ -260,19 +242,10 @@ def test_cancelled_job_is_not_requeued(cluster, stand_in, tmp_path):
 
 
 def test_killed_rank_fails_the_job_promptly(cluster, stand_in, tmp_path):
-    standin_env, recorded = stand_in
-    job_id = submit(
-        cluster,
-        TRAIN,
-        tmp_path,
-        *TWO_NODES,
-        "--time=5",
-        args=("--config", "x.yaml"),
-        extra_env={**standin_env, "STANDIN_SECONDS": "300"},
-    )
-    rank1 = wait_for(lambda: recorded(0) and recorded(1), 60, "both ranks to start")
+    _, recorded = stand_in
+    job_id = start_stand_in(cluster, stand_in, tmp_path, "--time=5", seconds=300)
     t0 = time.monotonic()
-    os.kill(rank1["pid"], signal.SIGKILL)  # the "node" is this machine
+    os.kill(recorded(1)["pid"], signal.SIGKILL)  # the "node" is this machine
     info = wait_ended(cluster, job_id, 60)
     seconds = time.monotonic() - t0
     out = log(tmp_path, job_id)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import TinyGenerator
 from torch import nn
 
 from dsgan.errors import ConfigError
@@ -41,24 +42,6 @@ def _random_weights(path, drop_num_batches_tracked: bool = False) -> dict[str, t
         state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     torch.save(state, path)
     return state
-
-
-class TinyGenerator(nn.Module):
-    """Conditional linear generator at 32x32; BatchNorm makes a forgotten eval() visible (batch-dependent output)."""
-
-    noise_size = 8
-    num_classes = 3
-    output_scale = 32
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(3, 8)
-        self.fc = nn.Linear(8, 3 * 8 * 8)
-        self.bn = nn.BatchNorm1d(3 * 8 * 8)
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.bn(self.fc(z + self.embed(y)))).view(-1, 3, 8, 8)
-        return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
 
 
 def test_state_dict_names_and_shapes_match_pytorch_fid_file():
@@ -167,7 +150,7 @@ def test_full_pipeline_random_weights(tmp_path):
         assert calls == [1]  # reused, not recomputed
         np.testing.assert_array_equal(again.sigma, ref.sigma)
 
-        generator = TinyGenerator().train()
+        generator = TinyGenerator(num_classes=3, output_scale=32).train()
         result = evaluate_generator(
             generator,
             extractor,

@@ -7,30 +7,10 @@ import math
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from tiny import TinyGenerator
 
 from dsgan import samples
 from dsgan.samples import fixed_noise, generate, save_folder, save_grid, truncated_noise
-
-
-class TinyGenerator(nn.Module):
-    """The generator interface: G(z, y) -> [B, C, S, S] in [-1, 1], with noise_size and num_classes."""
-
-    noise_size = 6
-    output_scale = 4
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.embed = nn.Embedding(max(num_classes, 1), 6)
-        self.fc = nn.Linear(6, 3 * 4 * 4)
-        self.bn = nn.BatchNorm1d(3 * 4 * 4)  # batch-dependent in train mode: generate must use eval mode
-        self.calls: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        self.calls.append((z, y))
-        h = z if y is None else z + self.embed(y)
-        return torch.tanh(self.bn(self.fc(h))).view(-1, 3, 4, 4)
 
 
 def test_grid_dimensions_padding_and_pixels(tmp_path):
@@ -100,7 +80,7 @@ def test_truncation_bound_and_distribution():
 
 
 def test_generate_conditional_cycles_classes_and_is_batch_independent():
-    generator = TinyGenerator().train()
+    generator = TinyGenerator(output_scale=4).train()
     images, labels = generate(generator, 7, [3, 5], None, seed=1, batch_size=3, device="cpu")
     assert images.shape == (7, 3, 4, 4) and not images.requires_grad
     assert labels.tolist() == [3, 5, 3, 5, 3, 5, 3]
@@ -113,7 +93,7 @@ def test_generate_conditional_cycles_classes_and_is_batch_independent():
 
 
 def test_generate_truncation_and_unconditional():
-    generator = TinyGenerator(num_classes=0)
+    generator = TinyGenerator(num_classes=0, output_scale=4)
     images, labels = generate(generator, 5, None, 0.5, seed=0, batch_size=2, device="cpu")
     assert images.shape == (5, 3, 4, 4) and labels is None
     assert all(y is None and z.abs().max() <= 0.5 for z, y in generator.calls)
