@@ -75,6 +75,15 @@ class NetworkEngine:
             for p, flag in zip(params, flags, strict=True):
                 p.requires_grad_(flag)
 
+    def apply_config_optimizer_settings(self) -> None:
+        """After loading a checkpoint, which restores the optimizer's hyper-parameters: the config's (possibly
+        changed) values win, except the learning rate when a DeepSpeed LR scheduler owns it."""
+        params = self.ds_cfg.optimizer.params
+        for group in self.engine.optimizer.param_groups:
+            if self.ds_cfg.scheduler is None:
+                group["lr"] = params.lr
+            group.update(betas=params.betas, eps=params.eps, weight_decay=params.weight_decay)
+
     # ---- counters and numbers for logging; none of these syncs the device
     @property
     def micro_steps(self) -> int:

@@ -139,7 +139,8 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
     iteration = 0
     if ckpt is not None:
         checkpoint.load(ckpt, engines, env)
-        _apply_optimizer_settings(cfg, engines)
+        for net in engines.values():
+            net.apply_config_optimizer_settings()
         if ema is not None:
             ema.load_state_dict(state["ema"])
         iteration = state["iteration"]
@@ -184,18 +185,6 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
         start_batch=start_batch,
         best_fid=best_fid,
     )
-
-
-def _apply_optimizer_settings(cfg: Config, engines: EngineDict) -> None:
-    """A checkpoint restores the optimizer's hyper-parameters; the config's (possibly changed) values win, unless
-    a DeepSpeed LR scheduler owns the learning rate."""
-    for name, net in engines.items():
-        ds = getattr(cfg, name).deepspeed
-        params = ds.optimizer.params
-        for group in net.engine.optimizer.param_groups:
-            if ds.scheduler is None:
-                group["lr"] = params.lr
-            group.update(betas=params.betas, eps=params.eps, weight_decay=params.weight_decay)
 
 
 # ----------------------------------------------------------------------------------------------------------------
