@@ -251,6 +251,7 @@ def test_killed_rank_fails_the_job_promptly(cluster, stand_in, tmp_path):
     out = log(tmp_path, job_id)
     assert (info["JobState"], info["Restarts"]) == ("FAILED", "0"), out
     assert info["ExitCode"] == "137:0"  # 128 + SIGKILL, the first failure; the survivor failed to save (exit 1)
+    assert "dsgan: a task was killed by SIGKILL" in out and "tasks exited with status 137" in out
     assert seconds < 15, f"the job took {seconds:.0f} s to fail"
 
 
