@@ -148,7 +148,8 @@ class DeepSpeedConfig(Strict):
         if self.fp16.enabled and ctx.get("device") == "cpu":
             raise ValueError(
                 "fp16.enabled is true but this machine has no GPU, and DeepSpeed refuses fp16 on CPU: "
-                "use bf16 (bf16.enabled: true) or fp32 on CPU"
+                "use bf16 (bf16.enabled: true) or fp32 on CPU (`dsgan validate-config --device cuda` checks a GPU "
+                "config on a machine without one)"
             )
         world = ctx.get("world_size")
         per_step = self.train_micro_batch_size_per_gpu * self.gradient_accumulation_steps
