@@ -76,22 +76,25 @@ def plain_reference() -> dict[str, dict[str, torch.Tensor]]:
     g_opt = torch.optim.Adam(g.parameters(), lr=LR, betas=BETAS, eps=EPS)
     d_opt = torch.optim.Adam(d.parameters(), lr=LR, betas=BETAS, eps=EPS)
     x = data()
+    norms = {"G": [], "D": []}
     for u in range(UPDATES):
         with torch.no_grad():
             fake = g(x["d_z"][u], x["d_y"][u])
         loss, _ = d_loss("hinge", d(x["real"][u], x["labels"][u]), d(fake, x["d_y"][u]))
         d_opt.zero_grad()
         loss.backward()
+        norms["D"].append(torch.nn.utils.get_total_norm([p.grad for p in d.parameters()]).item())
         d_opt.step()
         for p in d.parameters():
             p.requires_grad_(False)
         loss = g_loss("hinge", d(g(x["g_z"][u], x["g_y"][u]), x["g_y"][u]))
         g_opt.zero_grad()
         loss.backward()
+        norms["G"].append(torch.nn.utils.get_total_norm([p.grad for p in g.parameters()]).item())
         g_opt.step()
         for p in d.parameters():
             p.requires_grad_(True)
-    return {"G": g.state_dict(), "D": d.state_dict()}
+    return {"G": g.state_dict(), "D": d.state_dict(), "grad_norms": norms}
 
 
 def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -132,6 +135,7 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
     schedule = Schedule(1, 1, acc, acc)
     x = data()
     unchanged = True
+    norms = {"G": [], "D": []}
     for it in range(UPDATES * acc):
         u, j = divmod(it, acc)
         sl = slice((rank * acc + j) * micro, (rank * acc + j + 1) * micro)
@@ -145,10 +149,14 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
             g_step(engines, "hinge", x["g_z"][u, gs], x["g_y"][u, gs])
         d_after = full_state(engines["discriminator"].module)
         unchanged &= all(torch.equal(d_before[k], d_after[k]) for k in d_before)
+        if (it + 1) % acc == 0:  # both networks just made an update
+            norms["D"].append(engines["discriminator"].grad_norm)
+            norms["G"].append(engines["generator"].grad_norm)
     return {
         "G": full_state(engines["generator"].module),
         "D": full_state(engines["discriminator"].module),
         "other_network_unchanged": unchanged,
+        "grad_norms": norms,
         "g_updates": engines["generator"].global_steps,
         "d_updates": engines["discriminator"].global_steps,
     }

@@ -17,10 +17,14 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def assert_same(result: dict, reference: dict, tol: float, label: str) -> None:
+    """Final weights, and the gradient norm the engine reports for each update (before it is applied)."""
     for net in ("G", "D"):
         for key, ref in reference[net].items():
             diff = rel_diff(result[net][key], ref)
             assert diff <= tol, f"{label}: {net}.{key} differs from the plain loop by {diff:.2e} (tolerance {tol})"
+        got, want = result["grad_norms"][net], reference["grad_norms"][net]
+        assert None not in got, f"{label}: {net} reports no gradient norm"
+        assert got == pytest.approx(want, rel=tol), f"{label}: {net} gradient norms {got}, plain loop {want}"
 
 
 @pytest.fixture(scope="module")
