@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -385,6 +386,7 @@ def _log(run: Run, stats: torch.Tensor, iters: int, g_micro: int, elapsed: float
     if run.ema is not None:
         metrics["ema_momentum"] = run.cfg.ema.momentum
         metrics["ema_active"] = float(g.global_steps > run.cfg.ema.start_g_updates)
+    metrics["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # this rank's host memory
     if env.device.type == "cuda":
         metrics["max_memory_gib"] = torch.cuda.max_memory_allocated(env.device) / 2**30
     run.tracker.log(metrics, run.iteration)

@@ -30,6 +30,7 @@ EXPECTED_KEYS = {
     "g_grad_norm",
     "d_grad_norm",
     "ema_momentum",
+    "max_rss_gib",
 }
 
 
