@@ -457,7 +457,7 @@ def _save(run: Run, best: bool = False) -> None:
         run.cfg.checkpoint.milestone_every_iters,
         best=best,
     )
-    log.info("checkpoint %s%s", path, " (best FID so far)" if best else "")
+    log.info("checkpoint %s%s", path, " (best evaluation score so far)" if best else "")
 
 
 def _install_signal_handlers(run: Run) -> None:
