@@ -77,9 +77,9 @@ def agree(state: list[int], expected: list[int], names: list[str], flags: torch.
     """
     local = torch.cat([torch.tensor(state, dtype=torch.int64, device=env.device), flags.to(torch.int64).view(-1)])
     if env.world_size > 1:
-        gathered = torch.empty(env.world_size * local.numel(), dtype=torch.int64, device=env.device)
-        dist.all_gather_into_tensor(gathered, local)
-        gathered = gathered.view(env.world_size, -1)
+        parts = [torch.empty_like(local) for _ in range(env.world_size)]
+        dist.all_gather(parts, local)
+        gathered = torch.stack(parts)
     else:
         gathered = local.unsqueeze(0)
     rows = gathered.tolist()
@@ -112,3 +112,9 @@ def broadcast_object(obj: object, env: DistEnv) -> object:
 def barrier(env: DistEnv) -> None:
     if env.world_size > 1:
         dist.barrier()
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """A failed or timed-out collective: what the survivors of a dead or stuck rank see. NCCL raises
+    torch.distributed's own errors; gloo raises plain RuntimeErrors that name it."""
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and "gloo" in str(exc))

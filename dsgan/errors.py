@@ -5,6 +5,7 @@ EXIT_CONFIG = 2  # bad config, bad data path, bad command line: fix the input, d
 EXIT_NONFINITE = 3  # NaN/inf loss in fp32/bf16; the last good checkpoint is intact
 EXIT_RANK_MISMATCH = 4  # ranks disagree on the schedule; nothing was stepped past the disagreement
 EXIT_CHECKPOINT = 5  # no loadable checkpoint where one was required
+EXIT_COLLECTIVE = 6  # a collective failed or timed out: another rank died or stopped taking part
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a signal asked us to stop; a checkpoint was saved; requeue and rerun to resume
 
 

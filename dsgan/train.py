@@ -35,7 +35,7 @@ from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loade
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
-from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, DsganError, NonFiniteLossError
+from dsgan.errors import EXIT_COLLECTIVE, EXIT_OK, EXIT_PREEMPTED, ConfigError, DsganError, NonFiniteLossError
 from dsgan.eval.run import Evaluator
 from dsgan.losses import d_loss, d_regularizer, g_loss
 from dsgan.models import build_discriminator, build_generator
@@ -493,6 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     except DsganError as exc:
         log.error("error: %s", exc)
         return exc.exit_code
+    except RuntimeError as exc:
+        if env.world_size == 1 or not distributed.is_collective_failure(exc):
+            raise
+        log.error(
+            "error: a collective failed on rank %d (%s). Another rank died or stopped taking part (its log has the "
+            "first error), or none answered within run.collective_timeout_seconds. The last complete checkpoint is "
+            "intact: rerun the same command to resume.",
+            env.rank,
+            str(exc).strip().splitlines()[-1][:300],
+        )
+        return EXIT_COLLECTIVE
 
 
 def exit_process(code: int) -> None:

@@ -9,6 +9,7 @@ of the same checkpoint score the same images (the Inception Score splits include
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -187,11 +188,16 @@ def evaluate_generator(
     local = list(range(rank, num_samples, world_size))
     features, logits = [], []
     with eval_mode(generator):
-        for start in range(0, len(local), batch_size):
-            images = generate(generator, local[start : start + batch_size], seed, device)
-            f, lg = extractor(images)
-            features.append(f)
-            logits.append(lg)
+        # The same number of forwards on every rank, although the shards differ by up to one sample: a ZeRO-3
+        # generator gathers its parameters collectively in every forward. A rank short of a batch runs one on
+        # sample 0 and drops it.
+        for start in range(0, math.ceil(num_samples / world_size), batch_size):
+            chunk = local[start : start + batch_size]
+            images = generate(generator, chunk or [0], seed, device)
+            if chunk:
+                f, lg = extractor(images)
+                features.append(f)
+                logits.append(lg)
     # Gathered rows are rank 0's samples, then rank 1's, ...: put them back in sample order.
     order = torch.tensor([i for r in range(world_size) for i in range(r, num_samples, world_size)])
     inverse = torch.empty_like(order)

@@ -14,7 +14,14 @@ import pytest
 import torch
 from launch import REPO, free_port, launch, start
 
-from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_RANK_MISMATCH
+from dsgan.errors import (
+    EXIT_CHECKPOINT,
+    EXIT_COLLECTIVE,
+    EXIT_CONFIG,
+    EXIT_NONFINITE,
+    EXIT_PREEMPTED,
+    EXIT_RANK_MISMATCH,
+)
 
 TINY = str(REPO / "configs" / "tiny_cpu.yaml")
 # A cycle of 4 iterations (D: 2 updates of 2 micro-batches, then G: 1 update of 2), so that checkpoint boundaries
@@ -194,6 +201,41 @@ def test_rerun_of_finished_run_does_nothing(tmp_path):
     ok(train(tmp_path, 1, "run.total_iters=8"))
     out = ok(train(tmp_path, 1, "run.total_iters=8"))
     assert "already complete" in out
+
+
+def test_periodic_eval_of_a_zero3_generator_with_uneven_shards(tmp_path):
+    """Without EMA the evaluated G is ZeRO-3's partitioned module, whose every forward is collective; 101 samples
+    in batches of 50 give rank 0 three batches (51 samples) and rank 1 two, unless the ranks keep in step."""
+    out = ok(
+        train(
+            tmp_path,
+            2,
+            "generator.deepspeed.zero_optimization.stage=3",
+            "discriminator.deepspeed.zero_optimization.stage=3",
+            "ema=null",
+            "run.total_iters=8",
+            "run.collective_timeout_seconds=60",
+            "eval.every_iters=4",
+            "eval.num_samples=101",
+            "eval.batch_size=50",
+            timeout=240,
+        )
+    )
+    assert "eval at iteration 4" in out and "eval at iteration 8" in out
+
+
+def test_killed_rank_ends_the_others_with_a_clear_error(tmp_path):
+    sets = ["run.total_iters=100000", "run.log_every_iters=2", "run.collective_timeout_seconds=30"]
+    procs = _start(tmp_path, 2, sets)
+    _wait_for(lambda: (tmp_path / "metrics.jsonl").is_file() and len((tmp_path / "metrics.jsonl").read_text()) > 0)
+    t0 = time.monotonic()
+    procs[1].kill()
+    code = procs[0].wait(timeout=120)
+    out = procs[0].stdout.read()
+    assert code == EXIT_COLLECTIVE, out[-3000:]
+    assert "a collective failed on rank 0" in out and "rerun the same command" in out and "Traceback" not in out
+    assert time.monotonic() - t0 < 40
+    procs[1].wait()
 
 
 def test_bad_data_fails_before_engines(tmp_path):
