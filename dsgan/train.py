@@ -114,7 +114,7 @@ def sample_latents(run: Run, iteration: int, micro: int, batch: int) -> tuple[to
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
+def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[int]) -> Run:
     g_model, d_model = cfg.generator.model, cfg.discriminator.model
     # Data first: a bad path fails before any process group or engine exists.
     dataset = build_dataset(cfg.data, g_model.output_scale, g_model.out_channels, g_model.num_classes)
@@ -185,6 +185,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None) -> Run:
         start_iteration=iteration,
         start_batch=start_batch,
         best_fid=best_fid,
+        stop_requested=stop_requested,
     )
 
 
@@ -245,7 +246,6 @@ def train(run: Run) -> int:
     fp16 = {"generator": g.ds_cfg.fp16.enabled, "discriminator": d.ds_cfg.fp16.enabled}
     cfg_hash = int(config_hash(cfg), 16) % (2**62)
     skip_hook = _test_skip_hook(env)
-    _install_signal_handlers(run)
     log.info(
         "schedule: D %d update(s) x %d micro-batch(es), then G %d update(s) x %d micro-batch(es); %d iterations, "
         "%d images/iteration",
@@ -460,13 +460,14 @@ def _save(run: Run, best: bool = False) -> None:
     log.info("checkpoint %s%s", path, " (best evaluation score so far)" if best else "")
 
 
-def _install_signal_handlers(run: Run) -> None:
+def _install_signal_handlers(stop_requested: list[int]) -> None:
     """SIGUSR1 (SLURM's warning before the time limit), SIGTERM (preemption) and SIGINT only raise a flag; the
-    ranks agree on it at the next D update, finish it, checkpoint, and exit with EXIT_PREEMPTED."""
+    ranks agree on it at the next D update, finish it, checkpoint, and exit with EXIT_PREEMPTED. Installed before
+    anything is built, so that a signal during start-up also ends in a checkpoint and a requeue."""
 
     def handler(signum: int, _frame) -> None:
-        run.stop_requested.append(signum)
-        if signum == signal.SIGINT and len(run.stop_requested) > 1:
+        stop_requested.append(signum)
+        if signum == signal.SIGINT and len(stop_requested) > 1:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
 
     for sig in STOP_SIGNALS:
@@ -487,9 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     env = distributed.detect(args.local_rank)
     setup_logging(env)
     overrides = list(args.set) + ([f"run.dir={args.run_dir}"] if args.run_dir else [])
+    stop_requested: list[int] = []
+    _install_signal_handlers(stop_requested)
     try:
         cfg = load_config(args.config, overrides, world_size=env.world_size, device=env.device.type)
-        return train(build(cfg, env, args.resume))
+        return train(build(cfg, env, args.resume, stop_requested))
     except DsganError as exc:
         log.error("error: %s", exc)
         return exc.exit_code

@@ -136,6 +136,19 @@ def test_sigusr1_on_one_rank_saves_and_resumes_exactly(tmp_path):
     assert_identical(final_state(straight), final_state(split))
 
 
+def test_signal_during_start_up_checkpoints_at_the_first_update(tmp_path):
+    """The handlers are up before the engines are built: a preemption notice during start-up is kept, and the run
+    stops with a checkpoint after its first update instead of dying of the signal."""
+    procs = _start(tmp_path, 2, ["run.total_iters=400"])
+    for line in procs[0].stdout:
+        if "rank(s) on cpu" in line:  # process group up; models and engines not built yet
+            break
+    procs[0].send_signal(signal.SIGUSR1)
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [EXIT_PREEMPTED] * 2, [p.stdout.read()[-3000:] for p in procs]
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step-00000001"
+
+
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
     env = {"DSGAN_TEST_CHECKPOINT_DELAY_SECONDS": "5"}
     procs = _start(tmp_path, 1, ["run.total_iters=24", "checkpoint.every_iters=8"], env=env)
