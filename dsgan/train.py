@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -116,8 +117,9 @@ def sample_latents(run: Run, iteration: int, micro: int, batch: int) -> tuple[to
 
 def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[int]) -> Run:
     g_model, d_model = cfg.generator.model, cfg.discriminator.model
-    # Data first: a bad path fails before any process group or engine exists.
+    # Data and run dir first: a bad path fails before any process group or engine exists.
     dataset = build_dataset(cfg.data, g_model.output_scale, g_model.out_channels, g_model.num_classes)
+    _check_writable(cfg.run.dir)
     distributed.init(env, cfg.run.collective_timeout_seconds)
     log.info("dsgan: %d rank(s) on %s; %s", env.world_size, env.device.type, dataset_summary(dataset))
 
@@ -472,6 +474,14 @@ def _install_signal_handlers(stop_requested: list[int]) -> None:
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=run_dir).close()
+    except OSError as exc:
+        raise ConfigError(f"run.dir={run_dir}: cannot create or write to it ({exc.strerror or exc})") from None
 
 
 def _test_skip_hook(env: DistEnv) -> int | None:

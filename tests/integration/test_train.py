@@ -257,6 +257,12 @@ def test_bad_data_fails_before_engines(tmp_path):
     assert "missing" in out and "Traceback" not in out
 
 
+def test_unwritable_run_dir_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    out = ok(train(tmp_path / "file" / "run", 2), EXIT_CONFIG)
+    assert f"run.dir={tmp_path / 'file' / 'run'}: cannot create or write to it" in out and "Traceback" not in out
+
+
 def _start(run_dir: Path, world: int, sets: list[str], env: dict | None = None) -> list[subprocess.Popen]:
     args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
     for s in sets:
