@@ -97,6 +97,8 @@ def run_dsgan(args: argparse.Namespace, device: torch.device, world: int) -> flo
         }
     )
     engines = build_engines(g, d, ds, ds, world)
+    for net in engines.values():
+        net.measure_grad_norm = False  # as in the trainer between log lines (it measures in the cycle before one)
     data = batches(g, args.batch, 4, device)
     loss_cfg = Loss()
 

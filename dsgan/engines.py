@@ -28,9 +28,12 @@ class NetworkEngine:
         autocast = ds_cfg.torch_autocast
         self._autocast_dtype = getattr(torch, autocast.dtype.removeprefix("torch.")) if autocast.enabled else None
         self._device_type = engine.device.type if isinstance(engine.device, torch.device) else "cpu"
-        # DeepSpeed's ZeRO, fp16 and bf16 optimizers measure the gradient norm; its plain fp32 path does not.
-        self._measure_grad_norm = ds_cfg.zero_optimization.stage == 0 and ds_cfg.precision not in ("fp16", "bf16")
+        # DeepSpeed's ZeRO, fp16 and bf16 optimizers measure the gradient norm; for its plain fp32 path this class
+        # does, at the updates where `measure_grad_norm` is on (~1% of a small model's step: the trainer turns it
+        # on only ahead of a log line).
+        self._own_grad_norm = ds_cfg.zero_optimization.stage == 0 and ds_cfg.precision not in ("fp16", "bf16")
         self._grad_norm: torch.Tensor | None = None
+        self.measure_grad_norm = True
 
     @property
     def module(self) -> nn.Module:
@@ -61,9 +64,9 @@ class NetworkEngine:
         the optimizer stepped."""
         stepped = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)
-        if stepped and self._measure_grad_norm:  # reduced and unscaled by now; kept on device until logged
+        if stepped and self._own_grad_norm:  # reduced and unscaled by now; kept on the device until read
             grads = [p.grad for p in self.module.parameters() if p.grad is not None]
-            self._grad_norm = torch.nn.utils.get_total_norm(grads)
+            self._grad_norm = torch.nn.utils.get_total_norm(grads) if self.measure_grad_norm else None
         self.engine.step()
         return stepped
 
@@ -115,7 +118,7 @@ class NetworkEngine:
     @property
     def grad_norm(self) -> float | None:
         """The global gradient norm of the last update, before clipping."""
-        norm = self._grad_norm if self._measure_grad_norm else self.engine.get_global_grad_norm()
+        norm = self._grad_norm if self._own_grad_norm else self.engine.get_global_grad_norm()
         return None if norm is None else float(norm)
 
 

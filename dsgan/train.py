@@ -271,6 +271,9 @@ def train(run: Run) -> int:
     while run.iteration < run.total_iters:
         it = run.iteration
         plan = schedule.plan(it)
+        # Gradient norms only in the cycle before a log line, which holds each network's last update before it.
+        next_log = min(run.total_iters, (it // cfg.run.log_every_iters + 1) * cfg.run.log_every_iters)
+        g.measure_grad_norm = d.measure_grad_norm = next_log - it <= schedule.cycle_iters
 
         # --- agreement: before the collectives of a D update, every rank must be at the same place
         if plan.d_update:

@@ -316,3 +316,6 @@ def test_engine_counters_follow_the_mmagic_schedule(tmp_path, d_steps, g_steps, 
     with_g = [s.g_micro_steps(r["iteration"]) > s.g_micro_steps(r["iteration"] - acc_d) for r in records]
     assert [("g_loss" in r) for r in records] == with_g
     assert d_steps == 1 or not all(with_g)
+    # Gradient norms (measured only ahead of a log line at fp32 ZeRO-0) are those of each network's last update.
+    assert all(r["d_grad_norm"] > 0 for r in records)
+    assert [("g_grad_norm" in r) for r in records] == [s.g_updates(r["iteration"]) > 0 for r in records]
