@@ -113,7 +113,7 @@ class NetworkEngine:
 
     @property
     def loss_scale(self) -> float | None:
-        return float(self.engine.optimizer.cur_scale) if self.ds_cfg.fp16.enabled else None
+        return float(self.engine.optimizer.loss_scale) if self.ds_cfg.fp16.enabled else None
 
     @property
     def grad_norm(self) -> float | None:
