@@ -198,6 +198,21 @@ def test_incompatible_config_change_is_refused_and_lr_change_applied(tmp_path):
     assert last["g_lr"] == pytest.approx(5e-4)
 
 
+def test_world_size_change_on_resume(tmp_path):
+    """ZeRO-0 holds whole weights and optimizer states: 1 rank -> 2 continues (the data position is kept in images).
+    ZeRO >= 1 partitions them per rank: a different world size is refused, naming both."""
+    zero0, zero1 = tmp_path / "zero0", tmp_path / "zero1"
+    ok(train(zero0, 1, "run.total_iters=8"))
+    out = ok(train(zero0, 2, "run.total_iters=16"))
+    assert "resumed from" in out and "step-00000008" in out and "done: 16 iterations" in out
+    trainer = torch.load(zero0 / "checkpoints" / "step-00000016" / "trainer.pt", weights_only=False)
+    assert trainer["samples_consumed"] == 8 * 8 + 8 * 16  # 8 iterations of 8 images, then 8 of 2 x 8
+    stages = ("generator.deepspeed.zero_optimization.stage=1", "discriminator.deepspeed.zero_optimization.stage=1")
+    ok(train(zero1, 2, "run.total_iters=8", *stages))
+    out = ok(train(zero1, 1, "run.total_iters=16", *stages), EXIT_CONFIG)
+    assert "world size: checkpoint has 2, now 1" in out and "Traceback" not in out
+
+
 def test_rank_disagreement_is_an_error_not_a_hang(tmp_path):
     """Rank 1 skips one D micro-step inside an accumulation window; the next agreement names both ranks."""
     start = time.monotonic()
