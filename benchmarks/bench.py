@@ -84,7 +84,7 @@ def sync(device: torch.device) -> None:
 def run_dsgan(args: argparse.Namespace, device: torch.device, world: int) -> float:
     from dsgan.config import DeepSpeedConfig, Loss
     from dsgan.engines import build_engines
-    from dsgan.train import d_step, g_step
+    from dsgan.steps import d_step, g_step
 
     g, d = build_models(args.model)
     ds = DeepSpeedConfig.model_validate(

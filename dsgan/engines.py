@@ -60,7 +60,7 @@ class NetworkEngine:
     def update_params(self, loss: torch.Tensor) -> bool:
         """backward + step. DeepSpeed divides the loss by gradient_accumulation_steps, accumulates, and steps the
         optimizer (then zeroes the gradients) at the window's end. One call per micro-batch: several backward
-        calls per micro-step lose gradients in some DeepSpeed versions (SEMANTICS.md section 6). Returns whether
+        calls per micro-step lose gradients in some DeepSpeed versions (DeepSpeed #7981). Returns whether
         the optimizer stepped."""
         stepped = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)

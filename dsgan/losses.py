@@ -1,8 +1,8 @@
 """GAN losses and gradient penalties: pure functions of logits and modules.
 
 Penalties take D's *underlying module* (`engines['discriminator'].module`), never its engine: `autograd.grad`
-through a DeepSpeed engine fails at ZeRO 0-2 (SEMANTICS.md section 5). They run in fp32 (gradient penalties in fp16
-tend to NaN).
+through a DeepSpeed engine fails at ZeRO 0-2 (DeepSpeed 0.19: its gradient hooks fire). They run in fp32 (gradient
+penalties in fp16 tend to NaN).
 """
 
 from __future__ import annotations

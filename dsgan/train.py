@@ -30,24 +30,29 @@ import yaml
 
 from dsgan import checkpoint, distributed
 from dsgan.config import Config, config_hash, load_config
-from dsgan.config import Loss as LossConfig
 from dsgan.coordinator import Schedule
 from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loader
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
-from dsgan.errors import EXIT_COLLECTIVE, EXIT_OK, EXIT_PREEMPTED, ConfigError, DsganError, NonFiniteLossError
+from dsgan.errors import (
+    EXIT_COLLECTIVE,
+    EXIT_NONFINITE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    ConfigError,
+    DsganError,
+    NonFiniteLossError,
+)
 from dsgan.eval.run import Evaluator
-from dsgan.losses import d_loss, d_regularizer, g_loss
 from dsgan.models import build_discriminator, build_generator
 from dsgan.samples import fixed_noise, save_grid
+from dsgan.steps import D_STATS, d_step, g_step
 from dsgan.tracking import Tracker, progress_line
 
 log = logging.getLogger("dsgan")
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
-D_STATS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real_mean", "d_fake_mean", "d_reg")
-"""What `d_step` returns, in order: summed over an interval's micro-steps on device, read when logging."""
 AGREEMENT_FIELDS = ["iteration", "d_micro_steps", "d_updates", "g_micro_steps", "config_hash"]
 
 
@@ -192,53 +197,6 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
 
 
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def d_step(
-    engines: EngineDict,
-    loss_cfg: LossConfig,
-    real: torch.Tensor,
-    labels: torch.Tensor | None,
-    z: torch.Tensor,
-    fake_y: torch.Tensor | None,
-    it: int,
-) -> torch.Tensor:
-    """One D micro-step. Fakes come from G's module under no_grad (no G graph, no G engine hooks); real and fake
-    terms (and any gradient penalty) are summed into one loss for a single backward. Returns the detached D_STATS."""
-    g, d = engines["generator"], engines["discriminator"]
-    with torch.no_grad(), g.optim_context():
-        fake = g.module(z, fake_y)
-    real_logits = d(real, labels)
-    fake_logits = d(fake, fake_y)
-    loss, parts = d_loss(loss_cfg.type, real_logits, fake_logits)
-    reg = d_regularizer(loss_cfg, d.module, real, fake, labels, it)
-    if reg is not None:
-        loss = loss + reg
-    d.update_params(loss)
-    return torch.stack(
-        [
-            loss.detach().float(),
-            parts["d_loss_real"].float(),
-            parts["d_loss_fake"].float(),
-            real_logits.detach().float().mean(),
-            fake_logits.detach().float().mean(),
-            reg.detach().float() if reg is not None else torch.zeros((), device=loss.device),
-        ]
-    )
-
-
-def g_step(
-    engines: EngineDict, loss_type: str, z: torch.Tensor, fake_y: torch.Tensor | None
-) -> tuple[torch.Tensor, bool]:
-    """One G micro-step through G's engine; D runs as its frozen module (through D's engine, its gradient hooks
-    break G's backward at ZeRO 0-2). Returns (detached loss, whether G's optimizer stepped)."""
-    g, d = engines["generator"], engines["discriminator"]
-    with d.frozen() as critic:
-        fake = g(z, fake_y)
-        with d.optim_context():
-            loss = g_loss(loss_type, critic(fake, fake_y))
-        stepped = g.update_params(loss)
-    return loss.detach().float(), stepped
 
 
 def train(run: Run) -> int:
@@ -520,6 +478,15 @@ def main(argv: list[str] | None = None) -> int:
             str(exc).strip().splitlines()[-1][:300],
         )
         return EXIT_COLLECTIVE
+    except Exception as exc:  # DeepSpeed raises a bare Exception when fp16 training collapses
+        if "loss scale already at minimum" not in str(exc):
+            raise
+        log.error(
+            "error: fp16 training diverged: the loss scaler overflowed at its minimum scale (%s). Lower the learning "
+            "rates, enable gradient_clipping, or use bf16; the last checkpoint is intact.",
+            exc,
+        )
+        return EXIT_NONFINITE
 
 
 def exit_process(code: int) -> None:

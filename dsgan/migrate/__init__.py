@@ -1,7 +1,7 @@
 """`dsgan migrate`: convert MMGeneration 0.x and MMagic (MMGeneration 1.x) GAN configs into dsgan run configs.
 
-Configs are read without being executed (see `source.py`), converted with the step-counting rules of SEMANTICS.md
-section 3, validated with `dsgan.config.load_config`, and every source key is accounted for in a report.
+Configs are read without being executed (see `source.py`), converted with the step-counting rules of the two versions
+(README, Migrating), validated with `dsgan.config.load_config`, and every source key is accounted for in a report.
 """
 
 from dsgan.migrate.command import add_migrate_arguments, main_migrate, run_migrate

@@ -1,6 +1,6 @@
 """Schedule, optimizers, precision and EMA: the parts whose meaning changed between MMGeneration 0.x and 1.x.
 
-Units (SEMANTICS.md section 3): an iteration is one data batch (one `train_step` call). A cycle is one D phase
+Units: an iteration is one data batch (one `train_step` call). A cycle is one D phase
 followed by one G phase: `discriminator_steps * accumulation_D` iterations, then `generator_steps` G updates. dsgan
 counts EMA start and interval in G updates.
 """

@@ -118,7 +118,7 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
     from dsgan.config import DeepSpeedConfig, Loss
     from dsgan.coordinator import Schedule
     from dsgan.engines import build_engines
-    from dsgan.train import d_step, g_step
+    from dsgan.steps import d_step, g_step
 
     assert micro * acc * world == GLOBAL_BATCH
     ds = DeepSpeedConfig.model_validate(

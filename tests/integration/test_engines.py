@@ -1,7 +1,8 @@
 """Real DeepSpeed engines on CPU (gloo): accumulation and data-parallel equivalence against a plain PyTorch loop,
 for ZeRO stages 0-3, fp32 and bf16; and each phase leaves the other network untouched.
 
-DeepSpeed has had stage-specific gradient bugs that hit GANs exactly (SEMANTICS.md section 6); these tests pin the
+DeepSpeed has had stage-specific gradient bugs that hit GANs exactly (#8224: ZeRO-2 + bf16 with a submodule used twice
+per step, as D on real and fake; #5524: ZeRO-3 hooks skipped for inputs that need no grad); these tests pin the
 behaviour of the version in pyproject.toml so an upgrade cannot bring them back silently."""
 
 import pytest

@@ -7,6 +7,8 @@ import json
 import pytest
 from test_train import ok, train
 
+from dsgan.errors import EXIT_NONFINITE
+
 pytestmark = pytest.mark.gpu
 
 FP16 = ("generator.deepspeed.fp16.enabled=true", "discriminator.deepspeed.fp16.enabled=true")
@@ -32,3 +34,10 @@ def test_biggan_fp16_resumes(tmp_path):
     )
     ok(train(tmp_path, 1, "run.total_iters=8", *FP16, *biggan))
     assert "resumed from" in ok(train(tmp_path, 1, "run.total_iters=16", *FP16, *biggan))
+
+
+def test_fp16_collapse_is_a_nonfinite_loss_error(tmp_path):
+    """An R1 weight that overflows fp16 at every step drives the loss scale to its minimum: exit 3, no traceback."""
+    collapse = ("discriminator.deepspeed.fp16.initial_scale_power=1", "discriminator.deepspeed.fp16.hysteresis=1")
+    out = ok(train(tmp_path, 1, "run.total_iters=16", "loss.r1_weight=1e30", *FP16, *collapse), EXIT_NONFINITE)
+    assert "loss scaler overflowed at its minimum scale" in out and "Traceback" not in out

@@ -60,7 +60,7 @@ def test_seed_biggan_schedule():
     plans = [s.plan(it) for it in range(16)]
     assert [p.d_update for p in plans].count(True) == 2
     assert [p.g_micro_steps for p in plans] == [0] * 7 + [8] + [0] * 7 + [8]
-    assert s.d_updates(1_500_000) == 187_500  # SEMANTICS.md: 1.5M iterations = 187,500 D updates
+    assert s.d_updates(1_500_000) == 187_500  # the seed's BigGAN-128: 1.5M iterations = 187,500 D updates
 
 
 def test_checkpoint_boundaries_fall_mid_cycle():
