@@ -50,7 +50,10 @@ def _sample(args: argparse.Namespace) -> int:
     num_classes = cfg.generator.model.num_classes
     if args.truncation is not None and args.truncation <= 0:
         raise ConfigError(f"--truncation {args.truncation}: must be > 0 (|z| is resampled above it)")
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    try:
+        classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    except ValueError:
+        raise ConfigError(f"--classes {args.classes}: expected comma-separated class indices, e.g. 3,5") from None
     if classes and (not num_classes or not all(0 <= c < num_classes for c in classes)):
         raise ConfigError(f"--classes {args.classes}: the model has {num_classes} classes")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

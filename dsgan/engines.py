@@ -65,8 +65,7 @@ class NetworkEngine:
         stepped = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)
         if stepped and self._own_grad_norm:  # reduced and unscaled by now; kept on the device until read
-            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
-            self._grad_norm = torch.nn.utils.get_total_norm(grads) if self.measure_grad_norm else None
+            self._grad_norm = self._total_grad_norm() if self.measure_grad_norm else None
         self.engine.step()
         return stepped
 
@@ -83,6 +82,9 @@ class NetworkEngine:
         finally:
             for p, flag in zip(params, flags, strict=True):
                 p.requires_grad_(flag)
+
+    def _total_grad_norm(self) -> torch.Tensor:
+        return torch.nn.utils.get_total_norm([p.grad for p in self.module.parameters() if p.grad is not None])
 
     def apply_config_optimizer_settings(self) -> None:
         """After loading a checkpoint, which restores the optimizer's hyper-parameters: the config's (possibly

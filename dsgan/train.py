@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # `deepspeed dsgan/train.py` runs this file as a script
@@ -69,6 +69,8 @@ class Run:
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     tracker: Tracker
     total_iters: int
+    stop_requested: list[int]
+    """Signals received (the handlers append, from before `build`); the ranks agree on it at each D update."""
     iteration: int = 0
     start_iteration: int = 0
     start_batch: int = 0
@@ -76,7 +78,6 @@ class Run:
     best_fid: float = float("inf")
     evaluator: Evaluator | None = None
     """Built at the first evaluation."""
-    stop_requested: list[int] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,8 +176,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     batches = iter(make_loader(dataset, sampler, micro, num_workers, getattr(cfg.data, "pin_memory", False)))
 
     resolved = cfg.model_dump(mode="json")
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if env.is_main:  # the run dir exists: _check_writable made it
         (run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     tracker = Tracker(cfg.tracking.wandb, run_dir, resolved, env.is_main)
     return Run(
@@ -188,11 +188,11 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
         batches,
         tracker,
         cfg.total_iters_for(env.world_size),
+        stop_requested,
         iteration=iteration,
         start_iteration=iteration,
         start_batch=start_batch,
         best_fid=best_fid,
-        stop_requested=stop_requested,
     )
 
 

@@ -1,10 +1,20 @@
-"""A tiny generator with dsgan's generator interface, for the tests of sampling and evaluation."""
+"""Small models for tests: a tiny generator with dsgan's generator interface, and a BigGAN-32 override set."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+BIGGAN32_10 = (
+    "generator.model.type=BigGANGenerator",
+    "discriminator.model.type=BigGANDiscriminator",
+    "generator.model.num_classes=10",
+    "discriminator.model.num_classes=10",
+    "generator.model.output_scale=32",
+    "discriminator.model.input_scale=32",
+)
+"""`--set` overrides that turn the default run into a BigGAN pair at 32x32 for the digits' 10 classes."""
 
 
 class TinyGenerator(nn.Module):

@@ -24,11 +24,10 @@ from dsgan.config.models import (
     SNGANDiscriminator,
     SNGANGenerator,
 )
-from dsgan.config.run import EMA, EMBEDDED_DEFAULT, Config, Data, DigitsData, ImageFolderData, Loss, Wandb
+from dsgan.config.run import EMA, Config, Data, DigitsData, ImageFolderData, Loss, Wandb
 
 __all__ = [
     "EMA",
-    "EMBEDDED_DEFAULT",
     "Activation",
     "BigGANDiscriminator",
     "BigGANGenerator",

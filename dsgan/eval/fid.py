@@ -9,7 +9,6 @@ of the same checkpoint score the same images (the Inception Score splits include
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -191,7 +190,7 @@ def evaluate_generator(
         # The same number of forwards on every rank, although the shards differ by up to one sample: a ZeRO-3
         # generator gathers its parameters collectively in every forward. A rank short of a batch runs one on
         # sample 0 and drops it.
-        for start in range(0, math.ceil(num_samples / world_size), batch_size):
+        for start in range(0, -(-num_samples // world_size), batch_size):  # the largest shard
             chunk = local[start : start + batch_size]
             images = generate(generator, chunk or [0], seed, device)
             if chunk:

@@ -11,6 +11,8 @@ import pytest
 from launch import REPO, free_port
 from PIL import Image
 
+from dsgan.errors import EXIT_CONFIG
+
 SHORT = [
     "--set",
     "run.total_iters=120",
@@ -70,6 +72,15 @@ def test_default_run_shortened(tmp_path):
     assert "wrote" in out and Image.open(tmp_path / "g.png").size == (15 * 18 + 2, 2 * 18 + 2)
     names = sorted(p.name for p in (tmp_path / "pngs").iterdir())
     assert len(names) == 30 and names[0] == "000000_c1.png" and names[1] == "000001_c7.png"
+    bad = subprocess.run(
+        [*dsgan, "sample", "--run", str(run_dir), "--classes", "1,x", "--out", str(tmp_path / "bad.png")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == EXIT_CONFIG and "--classes 1,x" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
     out = run([*dsgan, "eval", "--run", str(run_dir), "--digits"], tmp_path)
     assert "iteration 120: digits check: FD8" in out and "classifier accuracy" in out
     out = run([*dsgan, "eval", "--run", str(run_dir), "--num-samples", "500"], tmp_path)  # the config's eval section

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from test_train import ok, train
+from tiny import BIGGAN32_10
 
 from dsgan.errors import EXIT_NONFINITE
 
@@ -22,16 +23,7 @@ def test_fp16_engines_each_keep_a_loss_scaler(tmp_path):
 
 
 def test_biggan_fp16_resumes(tmp_path):
-    biggan = (
-        "generator.model.type=BigGANGenerator",
-        "discriminator.model.type=BigGANDiscriminator",
-        "generator.model.num_classes=10",
-        "discriminator.model.num_classes=10",
-        "generator.model.output_scale=32",
-        "discriminator.model.input_scale=32",
-        "generator.model.base_channels=16",
-        "discriminator.model.base_channels=16",
-    )
+    biggan = (*BIGGAN32_10, "generator.model.base_channels=16", "discriminator.model.base_channels=16")
     ok(train(tmp_path, 1, "run.total_iters=8", *FP16, *biggan))
     assert "resumed from" in ok(train(tmp_path, 1, "run.total_iters=16", *FP16, *biggan))
 

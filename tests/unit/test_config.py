@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import BIGGAN32_10
 
 from dsgan.cli import main as cli_main
 from dsgan.config import Config, load_config
@@ -268,15 +269,7 @@ def test_biggan128_is_the_seed():
 def test_override_keeps_other_defaults_and_type_switch_resets():
     cfg = load_config(
         None,
-        [
-            "run.total_iters=7",
-            "generator.model.type=BigGANGenerator",
-            "discriminator.model.type=BigGANDiscriminator",
-            "generator.model.num_classes=10",
-            "discriminator.model.num_classes=10",
-            "generator.model.output_scale=32",
-            "discriminator.model.input_scale=32",
-        ],
+        ["run.total_iters=7", *BIGGAN32_10],
     )
     assert cfg.run.total_iters == 7 and cfg.run.log_every_iters == Config().run.log_every_iters
     assert cfg.generator.model.base_channels == 96  # BigGAN's default, not DCGAN's

@@ -1,0 +1,26 @@
+"""The console's progress line."""
+
+from dsgan.tracking import progress_line
+
+METRICS = {
+    "kimg": 12.3,
+    "d_loss": 1.5,
+    "d_loss_real": 0.75,
+    "d_loss_fake": 0.75,
+    "d_real_mean": 0.1,
+    "d_fake_mean": -0.1,
+    "images_per_second": 1234.4,
+}
+
+
+def test_progress_line_fields_and_long_eta():
+    line = progress_line({**METRICS, "g_loss": 0.25}, 500, 1000, eta_seconds=100_000)
+    assert line == (
+        "it 500/1000 (50%) | kimg 12.3 | D 1.500 (real 0.750 fake 0.750) G 0.250 | D(x) 0.10 D(G(z)) -0.10 | "
+        "1234 img/s | ETA 27:46:40"
+    )
+
+
+def test_progress_line_without_a_g_step():
+    assert " G - | " in progress_line(METRICS, 2, 1000, eta_seconds=59.6)
+    assert progress_line(METRICS, 2, 1000, eta_seconds=59.6).endswith("ETA 0:01:00")
