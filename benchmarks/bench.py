@@ -97,13 +97,12 @@ def run_dsgan(args: argparse.Namespace, device: torch.device, world: int) -> flo
         }
     )
     engines = build_engines(g, d, ds, ds, world)
-    for net in engines.values():
-        net.measure_grad_norm = False  # as in the trainer between log lines (it measures in the cycle before one)
     data = batches(g, args.batch, 4, device)
     loss_cfg = Loss()
 
     def step(i: int) -> None:
         real, labels, z, y, gz = data[i % len(data)]
+        # No gradient norms, as in the trainer between log lines (it measures in the cycle before one).
         d_step(engines, loss_cfg, real, labels, z, y, i)
         g_step(engines, "hinge", gz, y)
 

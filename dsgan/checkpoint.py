@@ -4,7 +4,8 @@ Layout of `<run dir>/checkpoints/`:
     step-00001200/              one checkpoint (the iteration count in the name)
         generator/ discriminator/   DeepSpeed `save_checkpoint` with one tag per network: weights, optimizer,
                                     fp16 loss scaler, LR scheduler, ZeRO partitions (one file per rank)
-        trainer.pt              iteration, EMA weights, data position, wandb run id, resolved config + hash
+        trainer.pt              the TrainerState: iteration, images consumed, best score, EMA weights, wandb run id,
+                                resolved config, world size
         rng-rank{R}.pt          python/numpy/torch/cuda RNG states of each rank
         manifest.json           size and sha256 of every file above; written last
     latest                      name of the newest complete checkpoint (a hint; the manifest decides)
@@ -12,20 +13,23 @@ Layout of `<run dir>/checkpoints/`:
 
 A checkpoint is written to `step-N.tmp`, completed with its manifest, then renamed: a kill at any moment leaves
 either the previous checkpoint or the new one, never a half-written one that looks complete. On load the newest
-checkpoint whose manifest verifies is used; any newer one that fails is named in a warning.
+checkpoint whose manifest verifies is used; any newer one that fails is named in a warning. dsgan's own files hold
+only tensors and plain Python values and are read with `torch.load(weights_only=True)`: nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +38,9 @@ from dsgan.config import Config
 from dsgan.distributed import DistEnv, barrier, broadcast_object
 from dsgan.engines import EngineDict
 from dsgan.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from dsgan.ema import EMA
 
 log = logging.getLogger("dsgan")
 
@@ -61,6 +68,26 @@ RESUME_INVARIANTS = (
 )
 
 
+@dataclass
+class TrainerState:
+    """Everything the trainer keeps across a restart besides the engines' own state (weights, optimizer, loss scaler,
+    LR scheduler) and the RNG: saved field by field in `trainer.pt`, restored by `resume`. New trainer state (a
+    path-length mean, an augmentation probability) is a new field here."""
+
+    config: dict[str, Any]
+    """The resolved run config (JSON form): what `check_compatible` compares a resumed run's config with."""
+    world_size: int
+    iteration: int = 0
+    images_consumed: int = 0
+    """Real images read from the data stream, summed over ranks: the stream's position (see dsgan/data.py), kept in
+    images so that a new world size or batch size continues it."""
+    best_score: float = math.inf
+    """The lowest evaluation score (FID; FD8 for the digits) so far: the `best` checkpoint's."""
+    ema: dict[str, torch.Tensor] | None = None
+    """The EMA generator's state dict, filled at save time (the live EMA is `dsgan.ema.EMA`)."""
+    wandb_run_id: str | None = None
+
+
 def step_name(iteration: int) -> str:
     return f"step-{iteration:08d}"
 
@@ -74,9 +101,11 @@ def _sha256(path: Path) -> str:
 
 
 def _rng_state() -> dict[str, Any]:
+    """This rank's RNG states as tensors and plain values (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -84,7 +113,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -98,19 +128,18 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 def save(
     run_dir: Path,
-    iteration: int,
+    state: TrainerState,
     engines: EngineDict,
-    trainer_state: dict[str, Any],
     env: DistEnv,
     keep_last: int,
     milestone_every: int | None,
     best: bool = False,
 ) -> Path:
     """Collective: every rank must call it (DeepSpeed writes each rank's ZeRO partition). `best` marks it as the
-    best by FID: named in `checkpoints/best` and never pruned."""
+    best by evaluation score: named in `checkpoints/best` and never pruned."""
     root = run_dir / CHECKPOINTS
-    final = root / step_name(iteration)
-    tmp = root / (step_name(iteration) + ".tmp")
+    final = root / step_name(state.iteration)
+    tmp = root / (step_name(state.iteration) + ".tmp")
     if env.is_main:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # leftover of a killed save
@@ -119,27 +148,32 @@ def save(
         net.engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
     _atomic_torch_save(_rng_state(), tmp / f"rng-rank{env.rank}.pt")
     if env.is_main:
-        _atomic_torch_save({**trainer_state, "iteration": iteration, "world_size": env.world_size}, tmp / TRAINER)
-    if delay := float(os.environ.get("DSGAN_TEST_CHECKPOINT_DELAY_SECONDS", 0)):
-        time.sleep(delay)  # test hook: widens the window in which a kill lands mid-save
+        _atomic_torch_save(dataclasses.asdict(state), tmp / TRAINER)
     barrier(env)
     if env.is_main:
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {
-            "iteration": iteration,
-            "files": {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if final.exists():  # same iteration saved before (e.g. end of run after a signal save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for marker in ("latest", "best") if best else ("latest",):
-            marker_tmp = root / f"{marker}.tmp"
-            marker_tmp.write_text(final.name)
-            os.replace(marker_tmp, root / marker)
+        _seal(tmp, final, state.iteration, best)
         _prune(root, keep_last, milestone_every)
     barrier(env)
     return final
+
+
+def _seal(tmp: Path, final: Path, iteration: int, best: bool) -> None:
+    """Rank 0, once every rank's files are in `tmp`: the manifest, the rename that publishes the checkpoint, and
+    the `latest` (and `best`) markers."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "iteration": iteration,
+        "files": {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    if final.exists():  # same iteration saved before (e.g. end of run after a signal save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    root = final.parent
+    for marker in ("latest", "best") if best else ("latest",):
+        marker_tmp = root / f"{marker}.tmp"
+        marker_tmp.write_text(final.name)
+        os.replace(marker_tmp, root / marker)
 
 
 def _prune(root: Path, keep_last: int, milestone_every: int | None) -> None:
@@ -242,11 +276,12 @@ def _get(tree: Any, dotted: str) -> Any:
     return tree
 
 
-def read_trainer_state(path: Path) -> dict[str, Any]:
+def read_trainer_state(path: Path) -> TrainerState:
     try:
-        return torch.load(path / TRAINER, weights_only=False)
+        saved = torch.load(path / TRAINER, weights_only=True)
+        return TrainerState(**saved)
     except Exception as exc:
-        raise CheckpointError(f"{path / TRAINER}: cannot read: {exc}") from None
+        raise CheckpointError(f"{path / TRAINER}: cannot read a trainer state: {exc}") from None
 
 
 def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
@@ -259,7 +294,26 @@ def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
             raise CheckpointError(f"{path}: DeepSpeed could not load the {name} engine")
     rng_file = path / f"rng-rank{env.rank}.pt"
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+        _set_rng_state(torch.load(rng_file, weights_only=True))
+
+
+def resume(cfg: Config, env: DistEnv, engines: EngineDict, ema: EMA | None, explicit: Path | None) -> TrainerState:
+    """The trainer state to start from. With a checkpoint (`explicit`, else the run dir's newest verified one): check
+    that the config can continue it exactly, load both engines and this rank's RNG, re-apply the config's optimizer
+    settings, and load the EMA. Without one: a fresh state."""
+    fresh = TrainerState(config=cfg.model_dump(mode="json"), world_size=env.world_size)
+    path = resolve_resume(cfg.run.dir, explicit, env)
+    if path is None:
+        return fresh
+    saved = read_trainer_state(path)
+    check_compatible(saved.config, cfg, saved.world_size, env.world_size)
+    load(path, engines, env)
+    for net in engines.values():
+        net.apply_config_optimizer_settings()
+    if ema is not None:
+        ema.load_state_dict(saved.ema)
+    log.info("resumed from %s at iteration %d", path, saved.iteration)
+    return dataclasses.replace(saved, config=fresh.config, world_size=env.world_size, ema=None)
 
 
 def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, Config, int]:
@@ -275,11 +329,11 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, C
     if problem := verify(ckpt):
         raise CheckpointError(f"{ckpt}: {problem}")
     state = read_trainer_state(ckpt)
-    cfg = Config.model_validate(state["config"])
+    cfg = Config.model_validate(state.config)
     generator = build_generator(cfg.generator.model)
-    if use_ema and state["ema"] is not None:
+    if use_ema and state.ema is not None:
         ema = EMA(generator, cfg.ema)
-        ema.load_state_dict(state["ema"])
+        ema.load_state_dict(state.ema)
         generator = ema.module
     elif cfg.generator.deepspeed.zero_optimization.stage == 3:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -288,4 +342,4 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, C
     else:
         weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
         generator.load_state_dict({k: v.float() for k, v in weights.items()})
-    return generator.float().eval(), cfg, state["iteration"]
+    return generator.float().eval(), cfg, state.iteration

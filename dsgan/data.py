@@ -3,15 +3,16 @@
 `build_dataset` checks everything about the data (paths, class count, every image's header) and raises `DataError`
 before any engine starts, so a bad path costs seconds, not a queue wait plus a DeepSpeed start-up.
 
-The sampler is a pure function of one integer, the number of global batches consumed (the trainer stores images
-consumed and divides by the global batch). The data stream is the concatenation of per-epoch permutations
-(`torch.randperm` seeded by (seed, epoch)); global batch k is stream positions [k*G, (k+1)*G) with
-G = batch_per_rank * world_size, and rank r takes [k*G + r*B, k*G + (r+1)*B). Consequences:
+The sampler is a pure function of one integer, the images consumed so far (summed over ranks; the trainer state
+keeps it, as edm2 keeps `cur_nimg`). The data stream is the concatenation of per-epoch permutations
+(`torch.randperm` seeded by (seed, epoch)); from stream position n, the next global batch is [n, n + G) with
+G = batch_per_rank * world_size, and rank r takes [n + r*B, n + (r+1)*B). Consequences:
 
 - every rank gets the same number of batches (the stream is infinite; nobody waits at an epoch end);
 - every image appears exactly once per epoch across ranks: an epoch may end inside a batch, whose rest then comes
   from the next epoch's permutation; nothing is dropped, padded or repeated;
-- resuming at batch k continues the same order, mid-epoch, with no batches read and thrown away;
+- resuming at image n continues the same order, mid-epoch, with no batches read and thrown away, also on another
+  world size or batch size;
 - the order depends only on (seed, G), not on the world size: 2 ranks x 32 and 4 ranks x 16 see the same stream;
 - the order depends on `torch.randperm`'s algorithm: a torch upgrade in the middle of a run may change the rest of
   the current epoch (each later epoch is still a permutation).
@@ -207,15 +208,15 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class StreamSampler(Sampler[int]):
-    """This rank's indices of the infinite data stream from global batch `start_batch` on (see the module doc)."""
+    """This rank's indices of the infinite data stream from stream position `start_image` on (see the module doc)."""
 
     def __init__(
-        self, dataset_len: int, batch_per_rank: int, rank: int, world_size: int, seed: int, start_batch: int = 0
+        self, dataset_len: int, batch_per_rank: int, rank: int, world_size: int, seed: int, start_image: int = 0
     ) -> None:
-        if dataset_len <= 0 or batch_per_rank <= 0 or not 0 <= rank < world_size or start_batch < 0:
+        if dataset_len <= 0 or batch_per_rank <= 0 or not 0 <= rank < world_size or start_image < 0:
             raise ValueError(
                 f"StreamSampler(dataset_len={dataset_len}, batch_per_rank={batch_per_rank}, rank={rank}, "
-                f"world_size={world_size}, start_batch={start_batch}): need sizes > 0, 0 <= rank < world_size"
+                f"world_size={world_size}, start_image={start_image}): need sizes > 0, 0 <= rank < world_size"
             )
         self.dataset_len, self.batch_per_rank, self.rank, self.world_size = (
             dataset_len,
@@ -223,7 +224,7 @@ class StreamSampler(Sampler[int]):
             rank,
             world_size,
         )
-        self.seed, self.start_batch = seed, start_batch
+        self.seed, self.start_image = seed, start_image
         self.global_batch = batch_per_rank * world_size
         self._cached_epoch, self._cached_perm = -1, torch.empty(0, dtype=torch.long)
 
@@ -247,16 +248,16 @@ class StreamSampler(Sampler[int]):
         return out
 
     def batch_indices(self, k: int) -> list[int]:
-        """This rank's dataset indices for global batch k."""
-        start = k * self.global_batch + self.rank * self.batch_per_rank
+        """This rank's dataset indices for the k-th global batch after `start_image`."""
+        start = self.start_image + k * self.global_batch + self.rank * self.batch_per_rank
         return self._positions(start, start + self.batch_per_rank)
 
     def epoch_of(self, batch_index: int) -> int:
-        """The epoch in which global batch `batch_index` starts."""
-        return batch_index * self.global_batch // self.dataset_len
+        """The epoch in which the k-th global batch after `start_image` starts."""
+        return (self.start_image + batch_index * self.global_batch) // self.dataset_len
 
     def __iter__(self) -> Iterator[int]:
-        k = self.start_batch
+        k = 0
         while True:
             yield from self.batch_indices(k)
             k += 1
@@ -265,7 +266,7 @@ class StreamSampler(Sampler[int]):
 def make_loader(
     dataset: TensorImages | ImageFolder, sampler: StreamSampler, batch_per_rank: int, num_workers: int, pin_memory: bool
 ) -> DataLoader:
-    """An infinite loader: the trainer calls `next()` once per iteration and gets batch start_batch, +1, ...
+    """An infinite loader: the trainer calls `next()` once per iteration and gets the sampler's next batch
 
     `num_workers` and `pin_memory` can come straight from the config: in-memory data (the digits) ignores
     `num_workers` and is indexed in the main process, where workers would only add inter-process copies; pinning

@@ -68,37 +68,39 @@ def init(env: DistEnv, timeout_seconds: float) -> None:
     )
 
 
-def agree(state: list[int], expected: list[int], names: list[str], flags: torch.Tensor, env: DistEnv) -> list[bool]:
-    """All-gather every rank's `state` + `flags` (one small collective; its result is the only host sync) and check
-    that `state` equals `expected` on every rank. Returns, per flag, whether any rank raised it.
+def agree(counters: dict[str, int], expected: dict[str, int], flags: torch.Tensor, env: DistEnv) -> list[bool]:
+    """All-gather every rank's `counters` + `flags` (one small collective; its result is the only host sync) and
+    check that every rank's counters equal `expected`, name by name. Returns, per flag, whether any rank raised it.
 
     `flags` is a small int64 tensor on the device (e.g. "stop requested", "non-finite loss seen"), so that
     checking a loss for NaN costs no extra device-to-host copy.
     """
-    local = torch.cat([torch.tensor(state, dtype=torch.int64, device=env.device), flags.to(torch.int64).view(-1)])
+    if counters.keys() != expected.keys():
+        raise ValueError(f"counters {sorted(counters)} and expected {sorted(expected)} name different fields")
+    names = list(expected)
+    values = [counters[k] for k in names]
+    local = torch.cat([torch.tensor(values, dtype=torch.int64, device=env.device), flags.to(torch.int64).view(-1)])
     if env.world_size > 1:
         parts = [torch.empty_like(local) for _ in range(env.world_size)]
         dist.all_gather(parts, local)
-        gathered = torch.stack(parts)
+        rows = torch.stack(parts).tolist()
     else:
-        gathered = local.unsqueeze(0)
-    rows = gathered.tolist()
-    n = len(expected)
-    assert len(state) == n
-    if any(row[:n] != expected for row in rows):
+        rows = [local.tolist()]
+    want = [expected[k] for k in names]
+    if any(row[: len(names)] != want for row in rows):
         lines = [
-            f"  rank {r}: " + ", ".join(f"{k}={v}" for k, v in zip(names, row[:n], strict=True))
+            f"  rank {r}: " + ", ".join(f"{k}={v}" for k, v in zip(names, row, strict=False))
             for r, row in enumerate(rows)
         ]
         raise RankDisagreementError(
             "ranks disagree on the training schedule (expected "
-            + ", ".join(f"{k}={v}" for k, v in zip(names, expected, strict=True))
+            + ", ".join(f"{k}={v}" for k, v in expected.items())
             + "):\n"
             + "\n".join(lines)
             + "\nNo optimizer step was taken past this point. This is a bug or a rank that skipped work: "
             "check the log of the ranks listed above."
         )
-    return [any(row[n + i] for row in rows) for i in range(flags.numel())]
+    return [any(row[len(names) + i] for row in rows) for i in range(flags.numel())]
 
 
 def broadcast_object(obj: object, env: DistEnv) -> object:

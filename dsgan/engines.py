@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -15,6 +16,16 @@ from torch import nn
 from dsgan.config import DeepSpeedConfig
 
 NETWORKS = ("generator", "discriminator")
+
+
+class Update(NamedTuple):
+    """What one `update_params` call did."""
+
+    stepped: bool
+    """The optimizer stepped (the micro-batch closed an accumulation window)."""
+    grad_norm: torch.Tensor | float | None
+    """The global gradient norm before clipping, when asked for and stepped; a device tensor where dsgan measures
+    it (read only when logged), DeepSpeed's number elsewhere."""
 
 
 class NetworkEngine:
@@ -28,12 +39,9 @@ class NetworkEngine:
         autocast = ds_cfg.torch_autocast
         self._autocast_dtype = getattr(torch, autocast.dtype.removeprefix("torch.")) if autocast.enabled else None
         self._device_type = engine.device.type if isinstance(engine.device, torch.device) else "cpu"
-        # DeepSpeed's ZeRO, fp16 and bf16 optimizers measure the gradient norm; for its plain fp32 path this class
-        # does, at the updates where `measure_grad_norm` is on (~1% of a small model's step: the trainer turns it
-        # on only ahead of a log line).
+        # DeepSpeed's ZeRO, fp16 and bf16 optimizers measure the gradient norm at every step; for its plain fp32
+        # path this class does, only when asked (~1% of a small model's step: the trainer asks ahead of a log line).
         self._own_grad_norm = ds_cfg.zero_optimization.stage == 0 and ds_cfg.precision not in ("fp16", "bf16")
-        self._grad_norm: torch.Tensor | None = None
-        self.measure_grad_norm = True
 
     @property
     def module(self) -> nn.Module:
@@ -57,17 +65,19 @@ class NetworkEngine:
         """Will the next `update_params` call step the optimizer (end of an accumulation window)?"""
         return self.engine.is_gradient_accumulation_boundary()
 
-    def update_params(self, loss: torch.Tensor) -> bool:
+    def update_params(self, loss: torch.Tensor, measure_grad_norm: bool = False) -> Update:
         """backward + step. DeepSpeed divides the loss by gradient_accumulation_steps, accumulates, and steps the
         optimizer (then zeroes the gradients) at the window's end. One call per micro-batch: several backward
-        calls per micro-step lose gradients in some DeepSpeed versions (DeepSpeed #7981). Returns whether
-        the optimizer stepped."""
+        calls per micro-step lose gradients in some DeepSpeed versions (DeepSpeed #7981). With
+        `measure_grad_norm`, an update that steps also returns the global gradient norm before clipping."""
         stepped = self.engine.is_gradient_accumulation_boundary()
+        measure = stepped and measure_grad_norm
         self.engine.backward(loss)
-        if stepped and self._own_grad_norm:  # reduced and unscaled by now; kept on the device until read
-            self._grad_norm = self._total_grad_norm() if self.measure_grad_norm else None
+        norm = self._total_grad_norm() if measure and self._own_grad_norm else None  # reduced and unscaled by now
         self.engine.step()
-        return stepped
+        if measure and not self._own_grad_norm:
+            norm = self.engine.get_global_grad_norm()
+        return Update(stepped, norm)
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[nn.Module]:
@@ -116,12 +126,6 @@ class NetworkEngine:
     @property
     def loss_scale(self) -> float | None:
         return float(self.engine.optimizer.loss_scale) if self.ds_cfg.fp16.enabled else None
-
-    @property
-    def grad_norm(self) -> float | None:
-        """The global gradient norm of the last update, before clipping."""
-        norm = self._grad_norm if self._own_grad_norm else self.engine.get_global_grad_norm()
-        return None if norm is None else float(norm)
 
 
 class EngineDict(Mapping[str, NetworkEngine]):

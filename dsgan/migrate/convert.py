@@ -22,6 +22,7 @@ from dsgan.migrate import training as t
 from dsgan.migrate.ledger import MISSING, Ctx, Ledger, lookup, show
 from dsgan.migrate.models import IMPLICIT_LOSS, convert_loss, convert_network
 from dsgan.migrate.source import Source, load_source
+from dsgan.schedule import Schedule
 
 V0_MODELS = {"BasiccGAN", "StaticUnconditionalGAN", "BasicGaussianDiffusion", "BasicConditionalGAN"}
 V1_MODELS = {
@@ -213,7 +214,7 @@ def _convert(ctx: Ctx, source: Source) -> dict[str, Any]:
     _optim_wrapper_rest(ctx)
     micro, data = _data(ctx, generator["num_classes"])
     deepspeed = {}
-    for role, acc in (("generator", schedule.g_acc), ("discriminator", schedule.d_acc)):
+    for role, acc in (("generator", schedule.g_accumulation), ("discriminator", schedule.d_accumulation)):
         deepspeed[role] = {
             "train_micro_batch_size_per_gpu": micro,
             "gradient_accumulation_steps": acc,
@@ -225,7 +226,7 @@ def _convert(ctx: Ctx, source: Source) -> dict[str, Any]:
     ledger.defaults.append("zero_optimization.stage = 0 in both DeepSpeed configs (the source has no sharding)")
     return {
         "run": _run(ctx, source, schedule),
-        "schedule": {"discriminator_steps": schedule.d_steps, "generator_steps": schedule.g_steps},
+        "schedule": {"discriminator_steps": schedule.discriminator_steps, "generator_steps": schedule.generator_steps},
         "loss": loss,
         "generator": {"model": generator, "deepspeed": deepspeed["generator"]},
         "discriminator": {"model": discriminator, "deepspeed": deepspeed["discriminator"]},
@@ -334,7 +335,7 @@ def _dataset_root(ctx: Ctx, key: str, dataset: dict[str, Any], kind: str | None)
     return root
 
 
-def _run(ctx: Ctx, source: Source, schedule: t.Schedule) -> dict[str, Any]:
+def _run(ctx: Ctx, source: Source, schedule: Schedule) -> dict[str, Any]:
     ledger = ctx.ledger
     run: dict[str, Any] = {"dir": f"runs/{source.path.stem}"}
     ledger.defaults.append(f"run.dir = {run['dir']!r}: from the config's file name")
@@ -346,14 +347,14 @@ def _run(ctx: Ctx, source: Source, schedule: t.Schedule) -> dict[str, Any]:
         return run  # migrate() asks for the length unless an override gives it
     if not isinstance(total, int) or total < 1:
         raise ctx.error(key, f"{total!r}: expected a positive number of iterations")
-    whole = total - total % schedule.d_acc
+    whole = total - total % schedule.d_accumulation
     if whole < 1:
-        raise ctx.error(key, f"{total} iterations is less than one D update ({schedule.d_acc} micro-batches)")
+        raise ctx.error(key, f"{total} iterations is less than one D update ({schedule.d_accumulation} micro-batches)")
     run["total_iters"] = whole
     ledger.converted(key, f"run.total_iters = {whole}")
     if whole != total:
         ledger.note(
-            f"{key}={total} is not a multiple of D's accumulation ({schedule.d_acc}); dsgan ends runs on a "
+            f"{key}={total} is not a multiple of D's accumulation ({schedule.d_accumulation}); dsgan ends runs on a "
             f"whole D update, so run.total_iters = {whole} (the source's last partial update is dropped)"
         )
     if ctx.version == "1.x":
@@ -396,7 +397,7 @@ def _no_length(ctx: Ctx) -> ConfigError:
     return ctx.error(key, f"{why}: dsgan counts iterations; give the length with --set run.total_iters=N")
 
 
-def _checkpoint(ctx: Ctx, schedule: t.Schedule) -> dict[str, Any]:
+def _checkpoint(ctx: Ctx, schedule: Schedule) -> dict[str, Any]:
     """Checkpoint interval (rounded up to a whole D update, where no gradients are half-accumulated) and count."""
     ledger = ctx.ledger
     base = "checkpoint_config" if ctx.version == "0.x" else "default_hooks.checkpoint"
@@ -404,7 +405,7 @@ def _checkpoint(ctx: Ctx, schedule: t.Schedule) -> dict[str, Any]:
     out: dict[str, Any] = {}
     interval = cfg.get("interval") if isinstance(cfg, dict) else None
     if isinstance(interval, int) and interval > 0 and cfg.get("by_epoch", True) is False:
-        every = -(-interval // schedule.d_acc) * schedule.d_acc
+        every = -(-interval // schedule.d_accumulation) * schedule.d_accumulation
         out["every_iters"] = every
         ledger.converted(f"{base}.interval", f"checkpoint.every_iters = {every}")
         ledger.converted(f"{base}.by_epoch", "iteration-based checkpoints")
@@ -412,7 +413,7 @@ def _checkpoint(ctx: Ctx, schedule: t.Schedule) -> dict[str, Any]:
             ledger.note(f"{base}.interval={interval} is rounded up to {every}: dsgan checkpoints on whole D updates")
     else:
         # dsgan's default interval (1000 iterations), on a whole D update
-        out["every_iters"] = -(-1000 // schedule.d_acc) * schedule.d_acc
+        out["every_iters"] = -(-1000 // schedule.d_accumulation) * schedule.d_accumulation
         ledger.defaults.append(f"checkpoint.every_iters = {out['every_iters']}: the source sets no iteration interval")
     keep = cfg.get("max_keep_ckpts") if isinstance(cfg, dict) else None
     if isinstance(keep, int) and keep > 0:

@@ -12,6 +12,7 @@ from dsgan.config import Config, DeepSpeedConfig
 from dsgan.migrate.convert import Migration
 from dsgan.migrate.ledger import leaves, show
 from dsgan.migrate.training import DS_FILES
+from dsgan.schedule import Schedule
 
 _SECTIONS = (
     ("converted", "Converted", "became"),
@@ -59,15 +60,9 @@ def _cell(text: str) -> str:
 
 
 def schedule_lines(cfg: Config) -> list[str]:
-    s, d, g = cfg.schedule, cfg.discriminator.deepspeed, cfg.generator.deepspeed
-    cycle = s.discriminator_steps * d.gradient_accumulation_steps
-    total = cfg.run.total_iters
+    d, g = cfg.discriminator.deepspeed, cfg.generator.deepspeed
     return [
-        f"one cycle = {cycle} iterations (data batches): D makes {s.discriminator_steps} update(s) of "
-        f"{d.gradient_accumulation_steps} micro-batch(es), then G makes {s.generator_steps} update(s) of "
-        f"{g.gradient_accumulation_steps} micro-batch(es) of fresh noise",
-        f"{total} iterations = {total // d.gradient_accumulation_steps} D updates and "
-        f"{total // cycle * s.generator_steps} G updates",
+        *Schedule.of(cfg).describe(cfg.run.total_iters),
         f"per-GPU micro-batch {d.train_micro_batch_size_per_gpu}; effective batch = micro-batch x accumulation x "
         f"world size (G {g.train_micro_batch_size_per_gpu * g.gradient_accumulation_steps} x W, D "
         f"{d.train_micro_batch_size_per_gpu * d.gradient_accumulation_steps} x W)",
@@ -91,16 +86,15 @@ def _precision(ds: DeepSpeedConfig) -> str:
 
 def semantics(cfg: Config, world_size: int) -> list[tuple[str, str, str]]:
     """(section, setting, value) rows describing what a config trains."""
-    s, d_ds = cfg.schedule, cfg.discriminator.deepspeed
-    cycle = s.discriminator_steps * d_ds.gradient_accumulation_steps
+    s = Schedule.of(cfg)
     total = cfg.total_iters_for(world_size)
     rows: list[tuple[str, str, Any]] = [
         ("schedule", "D updates per cycle", s.discriminator_steps),
         ("schedule", "G updates per cycle", s.generator_steps),
-        ("schedule", "iterations per cycle", cycle),
+        ("schedule", "iterations per cycle", s.cycle_iters),
         ("schedule", "total iterations", total),
-        ("schedule", "D updates in the run", total // d_ds.gradient_accumulation_steps),
-        ("schedule", "G updates in the run", total // cycle * s.generator_steps),
+        ("schedule", "D updates in the run", s.d_updates(total)),
+        ("schedule", "G updates in the run", s.g_updates(total)),
     ]
     for role in ("generator", "discriminator"):
         ds: DeepSpeedConfig = getattr(cfg, role).deepspeed

@@ -8,25 +8,13 @@ counts EMA start and interval in G updates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from dsgan.migrate.ledger import Ctx, show
+from dsgan.schedule import Schedule
 
 DS_FILES = {"generator": "generator_ds.json", "discriminator": "discriminator_ds.json"}
 ROLES = ("generator", "discriminator")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    d_steps: int
-    g_steps: int
-    d_acc: int
-    g_acc: int
-
-    @property
-    def iters_per_cycle(self) -> int:
-        return self.d_steps * self.d_acc
 
 
 def _positive_int(ctx: Ctx, path: str, default: int) -> int:
@@ -295,7 +283,7 @@ def _ema_hook(ctx: Ctx) -> tuple[str, dict[str, Any]] | None:
 def _ema_rate_0x(interval: int, schedule: Schedule, kept: float) -> tuple[float, int, str]:
     """(momentum, interval in G updates, how exact). G only changes at the end of a cycle, so a hook that runs r
     times per cycle averages the same G r times: one average with momentum 1 - kept**r per cycle."""
-    cycle, per = schedule.iters_per_cycle, schedule.g_steps
+    cycle, per = schedule.cycle_iters, schedule.generator_steps
     if interval % cycle == 0:
         return 1 - kept, interval // cycle * per, "exact"
     averages = cycle / interval
@@ -324,7 +312,7 @@ def ema_0x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
     interval, start = hook["interval"], int(hook.get("start_iter", 0))
     interp = hook.get("interp_cfg") or {}
     kept = float(interp.get("momentum", 0.999))  # mmgen's lerp default
-    cycle, per = schedule.iters_per_cycle, schedule.g_steps
+    cycle, per = schedule.cycle_iters, schedule.generator_steps
     momentum, interval_g, how = _ema_rate_0x(interval, schedule, kept)
     start_g = round(start / cycle) * per
     out = {"momentum": _momentum(momentum), "start_g_updates": start_g, "interval_g_updates": interval_g}
@@ -374,7 +362,7 @@ def ema_1x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
     momentum = float(cfg.get("momentum", 0.0002))  # MMagic's default
     interval = int(cfg.get("interval", 1))
     start = int(cfg.get("start_iter", 0))
-    per = schedule.g_steps
+    per = schedule.generator_steps
     first = max(start, 1)  # the first call (cycle `first`) copies G
     out = {"momentum": _momentum(momentum), "start_g_updates": first * per, "interval_g_updates": interval * per}
     if "type" in cfg:
@@ -390,10 +378,10 @@ def ema_1x(ctx: Ctx, schedule: Schedule) -> dict[str, Any] | None:
     for key in set(cfg) - {"type", "momentum", "interval", "start_iter", "device", "update_buffers"}:
         ledger.unsupported(f"{path}.{key}", "not an ExponentialMovingAverage option dsgan knows")
     ledger.note(
-        f"EMA units: MMagic updates the EMA once per cycle ({schedule.iters_per_cycle} iterations, {per} G "
+        f"EMA units: MMagic updates the EMA once per cycle ({schedule.cycle_iters} iterations, {per} G "
         f"update(s)); its start_iter={start} is compared with (iter + 1) / (discriminator_steps * "
         f"accumulative_counts), so it counts cycles, not iterations, despite its name "
-        f"(= {start * schedule.iters_per_cycle} iterations here). Its first EMA call copies G, so start_g_updates = "
+        f"(= {start * schedule.cycle_iters} iterations here). Its first EMA call copies G, so start_g_updates = "
         f"max(start_iter, 1) x generator_steps = {out['start_g_updates']}; interval {interval} cycle(s) -> "
         f"{out['interval_g_updates']} G update(s). "
         "Momentum has the same meaning (weight of the new value)."

@@ -116,8 +116,8 @@ class _null:
 
 def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world: int) -> dict:
     from dsgan.config import DeepSpeedConfig, Loss
-    from dsgan.coordinator import Schedule
     from dsgan.engines import build_engines
+    from dsgan.schedule import Schedule
     from dsgan.steps import d_step, g_step
 
     assert micro * acc * world == GLOBAL_BATCH
@@ -140,18 +140,21 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
         u, j = divmod(it, acc)
         sl = slice((rank * acc + j) * micro, (rank * acc + j + 1) * micro)
         g_before = full_state(engines["generator"].module)
-        d_step(engines, Loss(), x["real"][u, sl], x["labels"][u, sl], x["d_z"][u, sl], x["d_y"][u, sl], it)
+        measure = (it + 1) % acc == 0  # both networks make an update at the end of this iteration
+        _, d_update = d_step(
+            engines, Loss(), x["real"][u, sl], x["labels"][u, sl], x["d_z"][u, sl], x["d_y"][u, sl], it, measure
+        )
         g_after = full_state(engines["generator"].module)
         unchanged &= all(torch.equal(g_before[k], g_after[k]) for k in g_before if "running" not in k)
         d_before = full_state(engines["discriminator"].module)
         for k in range(schedule.plan(it).g_micro_steps):
             gs = slice((rank * acc + k) * micro, (rank * acc + k + 1) * micro)
-            g_step(engines, "hinge", x["g_z"][u, gs], x["g_y"][u, gs])
+            _, g_update = g_step(engines, "hinge", x["g_z"][u, gs], x["g_y"][u, gs], measure)
         d_after = full_state(engines["discriminator"].module)
         unchanged &= all(torch.equal(d_before[k], d_after[k]) for k in d_before)
-        if (it + 1) % acc == 0:  # both networks just made an update
-            norms["D"].append(engines["discriminator"].grad_norm)
-            norms["G"].append(engines["generator"].grad_norm)
+        if measure:
+            norms["D"].append(float(d_update.grad_norm))
+            norms["G"].append(float(g_update.grad_norm))
     return {
         "G": full_state(engines["generator"].module),
         "D": full_state(engines["discriminator"].module),

@@ -1,9 +1,8 @@
 """BigGAN inside DeepSpeed engines on 2 CPU ranks (gloo): bf16 and autocast at ZeRO 0-3, spectral-norm `u` equal
 across ranks, R1 through the D module inside a D engine step, and the EMA of a ZeRO-3 G equal to that of a ZeRO-0 G.
 
-Each test spawns 2 ranks that run the assertions themselves; a failing rank's traceback is re-raised here. The step
-functions follow dsgan's phases: D phase with fakes under no_grad and one backward of the summed loss; G phase with D
-run as its module, parameters frozen (through D's engine, its gradient hooks break G's backward at ZeRO 0-2).
+Each test spawns 2 ranks that run the assertions themselves; a failing rank's traceback is re-raised here. The steps
+are dsgan's own `d_step` and `g_step`.
 """
 
 from __future__ import annotations
@@ -20,11 +19,12 @@ from torch import nn
 
 from dsgan import config as c
 from dsgan.config import EMA as EMAConfig
-from dsgan.config import Loss
+from dsgan.config import DeepSpeedConfig, Loss
 from dsgan.ema import EMA
-from dsgan.losses import d_loss, d_regularizer, g_loss
+from dsgan.engines import EngineDict, NetworkEngine
 from dsgan.models import build_discriminator, build_generator
 from dsgan.models.layers import SpectralNorm
+from dsgan.steps import d_step, g_step
 
 WORLD, BATCH, CLASSES = 2, 2, 4
 HINGE = Loss()
@@ -45,7 +45,7 @@ def models(scale: int) -> tuple[nn.Module, nn.Module]:
     return g, d
 
 
-def engine(model: nn.Module, stage: int, precision: str, sgd_lr: float | None = None):
+def engine(name: str, model: nn.Module, stage: int, precision: str, sgd_lr: float | None = None) -> NetworkEngine:
     """Adam, or plain SGD where results must match across ZeRO stages: Adam divides by sqrt(v), which turns the
     rounding noise of a zero gradient (a conv bias before BatchNorm) into full-size steps that differ per stage."""
     import deepspeed
@@ -69,7 +69,7 @@ def engine(model: nn.Module, stage: int, precision: str, sgd_lr: float | None = 
     eng, *_ = deepspeed.initialize(
         model=model, model_parameters=list(model.parameters()), optimizer=optimizer, config=cfg
     )
-    return eng
+    return NetworkEngine(name, eng, DeepSpeedConfig.model_validate(cfg))
 
 
 def gathered(module: nn.Module) -> contextlib.AbstractContextManager:
@@ -96,31 +96,16 @@ def batch(rank: int, it: int, scale: int) -> tuple[torch.Tensor, ...]:
 
 
 def train(g_eng, d_eng, rank: int, scale: int, iters: int, loss_cfg: Loss = HINGE, ema: EMA | None = None) -> None:
-    """`iters` x (one D update, one G update)."""
+    """`iters` x (one D update, one G update), through dsgan's step functions."""
+    engines = EngineDict(g_eng, d_eng)
     for it in range(iters):
         real, labels, z, fake_y = batch(rank, it, scale)
-        with torch.no_grad():
-            fake = g_eng.module(z[0], fake_y[0])
-        loss, _ = d_loss(loss_cfg.type, d_eng(real, labels), d_eng(fake, fake_y[0]))
-        reg = d_regularizer(loss_cfg, d_eng.module, real, fake, labels, it)
-        if reg is not None:
-            assert torch.isfinite(reg)
-            loss = loss + reg
-        assert torch.isfinite(loss)
-        d_eng.backward(loss)
-        d_eng.step()
-
-        params = list(d_eng.module.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            loss = g_loss(loss_cfg.type, d_eng.module(g_eng(z[1], fake_y[1]), fake_y[1]))
-            assert torch.isfinite(loss)
-            g_eng.backward(loss)
-            g_eng.step()
-        finally:
-            for p in params:
-                p.requires_grad_(True)
+        d_stats, _ = d_step(engines, loss_cfg, real, labels, z[0], fake_y[0], it)
+        assert torch.isfinite(d_stats).all(), d_stats
+        if loss_cfg.r1_weight:
+            assert d_stats[-1] > 0  # the R1 term was computed and added
+        loss, update = g_step(engines, loss_cfg.type, z[1], fake_y[1])
+        assert torch.isfinite(loss) and update.stepped
         if ema is not None:
             ema.update(g_eng.module, g_eng.global_steps)
 
@@ -154,7 +139,7 @@ def scenario_precisions(rank: int) -> None:
     for scale, stage, precision in ((32, 0, "bf16"), (32, 3, "bf16"), (64, 3, "bf16"), (32, 2, "autocast")):
         g, d = models(scale)
         u0 = spectral_u(g)
-        g_eng, d_eng = engine(g, stage, precision), engine(d, stage, precision)
+        g_eng, d_eng = engine("generator", g, stage, precision), engine("discriminator", d, stage, precision)
         before = {"generator": full_params(g_eng.module), "discriminator": full_params(d_eng.module)}
         train(g_eng, d_eng, rank, scale, iters=2)
         check_trained(g_eng, d_eng, before)
@@ -165,7 +150,7 @@ def scenario_precisions(rank: int) -> None:
 def scenario_r1(rank: int) -> None:
     for stage in (0, 2):
         g, d = models(32)
-        g_eng, d_eng = engine(g, stage, "bf16"), engine(d, stage, "bf16")
+        g_eng, d_eng = engine("generator", g, stage, "bf16"), engine("discriminator", d, stage, "bf16")
         before = {"generator": full_params(g_eng.module), "discriminator": full_params(d_eng.module)}
         train(g_eng, d_eng, rank, 32, iters=2, loss_cfg=Loss(r1_weight=10.0))
         check_trained(g_eng, d_eng, before)
@@ -175,7 +160,10 @@ def scenario_ema(rank: int) -> None:
     states = {}
     for stage in (0, 3):
         g, d = models(32)
-        g_eng, d_eng = engine(g, stage, "fp32", sgd_lr=0.1), engine(d, stage, "fp32", sgd_lr=0.1)
+        g_eng, d_eng = (
+            engine("generator", g, stage, "fp32", sgd_lr=0.1),
+            engine("discriminator", d, stage, "fp32", sgd_lr=0.1),
+        )
         ema = EMA(g_eng.module, EMAConfig(momentum=0.5))  # built from the partitioned G at ZeRO-3
         train(g_eng, d_eng, rank, 32, iters=3, ema=ema)
         assert same_on_all_ranks(torch.cat([p.flatten() for p in ema.module.parameters()]))

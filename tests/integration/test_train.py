@@ -24,6 +24,7 @@ from dsgan.errors import (
 )
 
 TINY = str(REPO / "configs" / "tiny_cpu.yaml")
+FAULT_WORKER = Path(__file__).with_name("fault_worker.py")
 # A cycle of 4 iterations (D: 2 updates of 2 micro-batches, then G: 1 update of 2), so that checkpoint boundaries
 # (every 2 iterations) fall in the middle of cycles.
 MID_CYCLE = [
@@ -34,11 +35,13 @@ MID_CYCLE = [
 ]
 
 
-def train(run_dir: Path, world: int, *sets: str, env: dict | None = None, timeout: float = 300) -> list:
-    args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
+def train(run_dir: Path, world: int, *sets: str, fault: str | None = None, timeout: float = 300) -> list:
+    """`python -m dsgan.train` on `world` ranks; with `fault`, through fault_worker.py (see there)."""
+    entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
+    args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
     for s in sets:
         args += ["--set", s]
-    return launch(args, world_size=world, timeout=timeout, env=env)
+    return launch(args, world_size=world, timeout=timeout)
 
 
 def ok(results: list, code: int = 0) -> str:
@@ -150,8 +153,7 @@ def test_signal_during_start_up_checkpoints_at_the_first_update(tmp_path):
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
-    env = {"DSGAN_TEST_CHECKPOINT_DELAY_SECONDS": "5"}
-    procs = _start(tmp_path, 1, ["run.total_iters=24", "checkpoint.every_iters=8"], env=env)
+    procs = _start(tmp_path, 1, ["run.total_iters=24", "checkpoint.every_iters=8"], fault="slow-checkpoint=5")
     ckpts = tmp_path / "checkpoints"
     _wait_for(lambda: (ckpts / "step-00000016.tmp").is_dir(), timeout=120)  # step 8 done, step 16 in flight
     for p in procs:
@@ -205,8 +207,8 @@ def test_world_size_change_on_resume(tmp_path):
     ok(train(zero0, 1, "run.total_iters=8"))
     out = ok(train(zero0, 2, "run.total_iters=16"))
     assert "resumed from" in out and "step-00000008" in out and "done: 16 iterations" in out
-    trainer = torch.load(zero0 / "checkpoints" / "step-00000016" / "trainer.pt", weights_only=False)
-    assert trainer["samples_consumed"] == 8 * 8 + 8 * 16  # 8 iterations of 8 images, then 8 of 2 x 8
+    trainer = torch.load(zero0 / "checkpoints" / "step-00000016" / "trainer.pt", weights_only=True)
+    assert trainer["images_consumed"] == 8 * 8 + 8 * 16  # 8 iterations of 8 images, then 8 of 2 x 8
     stages = ("generator.deepspeed.zero_optimization.stage=1", "discriminator.deepspeed.zero_optimization.stage=1")
     ok(train(zero1, 2, "run.total_iters=8", *stages))
     out = ok(train(zero1, 1, "run.total_iters=16", *stages), EXIT_CONFIG)
@@ -216,7 +218,7 @@ def test_world_size_change_on_resume(tmp_path):
 def test_rank_disagreement_is_an_error_not_a_hang(tmp_path):
     """Rank 1 skips one D micro-step inside an accumulation window; the next agreement names both ranks."""
     start = time.monotonic()
-    res = train(tmp_path, 2, *MID_CYCLE, "run.total_iters=16", env={"DSGAN_TEST_SKIP_D_MICROSTEP": "1:4"}, timeout=120)
+    res = train(tmp_path, 2, *MID_CYCLE, "run.total_iters=16", fault="skip-d-microstep=1:4", timeout=120)
     assert time.monotonic() - start < 60
     for r in res:
         assert r.returncode == EXIT_RANK_MISMATCH, r.stdout[-3000:]
@@ -278,11 +280,12 @@ def test_unwritable_run_dir_is_a_config_error(tmp_path):
     assert f"run.dir={tmp_path / 'file' / 'run'}: cannot create or write to it" in out and "Traceback" not in out
 
 
-def _start(run_dir: Path, world: int, sets: list[str], env: dict | None = None) -> list[subprocess.Popen]:
-    args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
+def _start(run_dir: Path, world: int, sets: list[str], fault: str | None = None) -> list[subprocess.Popen]:
+    entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
+    args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
     for s in sets:
         args += ["--set", s]
-    return start(args, world, env)
+    return start(args, world)
 
 
 def _wait_for(condition, timeout: float = 120) -> None:
@@ -307,7 +310,7 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path):
 def test_engine_counters_follow_the_mmagic_schedule(tmp_path, d_steps, g_steps, acc_d, acc_g):
     """The engines' own update counters (DeepSpeed global_steps) after K iterations equal the MMagic rule; the
     per-update agreement also compares them with the schedule at every D update on the way."""
-    from dsgan.coordinator import Schedule
+    from dsgan.schedule import Schedule
 
     iters = 16
     ok(

@@ -207,9 +207,20 @@ def test_iterator_matches_batch_indices_and_resumes():
     full = StreamSampler(n, batch, 1, world, seed=7)
     first = list(itertools.islice(iter(full), 40 * batch))
     assert first == [i for k in range(40) for i in full.batch_indices(k)]
-    resumed = StreamSampler(n, batch, 1, world, seed=7, start_batch=25)
+    resumed = StreamSampler(n, batch, 1, world, seed=7, start_image=25 * batch * world)
     assert list(itertools.islice(iter(resumed), 15 * batch)) == first[25 * batch :]
     assert [full.epoch_of(k) for k in (0, 8, 9, 16, 17)] == [0, 0, 1, 1, 2]  # G = 6, N = 50
+
+
+def test_resume_at_any_image_continues_the_stream_on_a_new_world_size():
+    """1 rank x 5 images for 3 batches (15 images), then 2 ranks x 4: the second run reads images 15, 16, ... of the
+    same stream, although 15 is not a multiple of its global batch of 8."""
+    n = 23
+    stream = list(itertools.islice(iter(StreamSampler(n, 1, 0, 1, seed=5)), 60))
+    ranks = [StreamSampler(n, 4, r, 2, seed=5, start_image=15) for r in (0, 1)]
+    resumed = [i for k in range(5) for s in ranks for i in s.batch_indices(k)]
+    assert resumed == stream[15:55]
+    assert [ranks[0].epoch_of(k) for k in (0, 1, 2)] == [0, 1, 1]  # positions 15, 23, 31 with N = 23
 
 
 def test_order_depends_on_global_batch_not_world_size():
@@ -230,11 +241,11 @@ def test_sampler_rejects_bad_arguments(args):
 
 
 def test_loader_yields_this_ranks_batches_in_memory(digits):
-    sampler = StreamSampler(len(digits), 5, 1, 2, seed=0, start_batch=359)  # 359 * 10 crosses epoch 1 -> 2
+    sampler = StreamSampler(len(digits), 5, 1, 2, seed=0, start_image=3590)  # 3590 + 10 crosses epoch 1 -> 2
     loader = make_loader(digits, sampler, 5, num_workers=4, pin_memory=True)
     assert loader.num_workers == 0  # in-memory data ignores workers
     batches = iter(loader)
-    for k in (359, 360):
+    for k in (0, 1):
         images, labels = next(batches)
         index = sampler.batch_indices(k)
         assert images.shape == (5, 3, 16, 16)

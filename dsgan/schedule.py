@@ -8,11 +8,17 @@ Because the schedule is a function of `it` alone, every rank computes the same p
 iteration count. Checkpoints are taken only where both networks sit on an optimizer-update boundary (DeepSpeed does
 not save half-accumulated gradients): at the end of an iteration whose D micro-step completed a D update. That can
 be in the middle of a D/G cycle when `discriminator_steps > 1`.
+
+The trainer, config validation, `dsgan migrate`'s report and `--diff` all read the schedule from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dsgan.config import Config
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,16 @@ class Schedule:
         for name in ("discriminator_steps", "generator_steps", "d_accumulation", "g_accumulation"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def of(cls, cfg: Config) -> Schedule:
+        """The schedule a run config trains: its `schedule` section and each engine's accumulation."""
+        return cls(
+            cfg.schedule.discriminator_steps,
+            cfg.schedule.generator_steps,
+            cfg.discriminator.deepspeed.gradient_accumulation_steps,
+            cfg.generator.deepspeed.gradient_accumulation_steps,
+        )
 
     @property
     def cycle_iters(self) -> int:
@@ -60,7 +76,23 @@ class Schedule:
     def g_micro_steps(self, iters_done: int) -> int:
         return self.g_updates(iters_done) * self.g_accumulation
 
-    def fingerprint(self, iters_done: int) -> tuple[int, int, int, int]:
-        """What every rank must agree on after `iters_done` iterations: (iterations, D micro-steps, D updates,
-        G micro-steps). The trainer compares these with the engines' own counters and across ranks."""
-        return (iters_done, iters_done, self.d_updates(iters_done), self.g_micro_steps(iters_done))
+    def fingerprint(self, iters_done: int, start_iteration: int) -> dict[str, int]:
+        """The counters every rank's engines must show after `iters_done` iterations of a process that started
+        (fresh or resumed) at `start_iteration`. DeepSpeed restores `global_steps` from a checkpoint but counts
+        `micro_steps` from 0 in each process, so the micro-step counters are those of this process only."""
+        return {
+            "iteration": iters_done,
+            "d_micro_steps": iters_done - start_iteration,
+            "d_updates": self.d_updates(iters_done),
+            "g_micro_steps": self.g_micro_steps(iters_done) - self.g_micro_steps(start_iteration),
+        }
+
+    def describe(self, total_iters: int) -> list[str]:
+        """What a run of `total_iters` iterations trains, in words (the trainer's log and the migration report)."""
+        return [
+            f"one cycle = {self.cycle_iters} iterations (data batches): D makes {self.discriminator_steps} update(s) "
+            f"of {self.d_accumulation} micro-batch(es), then G makes {self.generator_steps} update(s) of "
+            f"{self.g_accumulation} micro-batch(es) of fresh noise",
+            f"{total_iters} iterations = {self.d_updates(total_iters)} D updates and {self.g_updates(total_iters)} "
+            "G updates",
+        ]

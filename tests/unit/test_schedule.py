@@ -2,7 +2,7 @@
 
 import pytest
 
-from dsgan.coordinator import Schedule
+from dsgan.schedule import Schedule
 
 
 def mmagic_reference(d_steps: int, g_steps: int, acc_d: int, acc_g: int, iters: int) -> list[str]:

@@ -1,0 +1,50 @@
+"""`dsgan.train` with one fault injected from outside the library, for the tests that need a rank to misbehave:
+
+    python tests/integration/fault_worker.py skip-d-microstep=RANK:ITER  <dsgan train arguments>
+    python tests/integration/fault_worker.py slow-checkpoint=SECONDS     <dsgan train arguments>
+
+skip-d-microstep: that rank skips its D micro-step of that iteration (its engine counters fall behind the others').
+slow-checkpoint: rank 0 waits before sealing each checkpoint (widens the window in which a kill lands mid-save).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+from dsgan import checkpoint, train
+from dsgan.engines import Update
+from dsgan.steps import D_STATS
+
+
+def main() -> None:
+    fault, argv = sys.argv[1], sys.argv[2:]
+    kind, _, arg = fault.partition("=")
+    if kind == "skip-d-microstep":
+        rank, skipped = (int(x) for x in arg.split(":"))
+        real_d_step = train.d_step
+
+        def d_step(engines, loss_cfg, real, labels, z, fake_y, it, measure_grad_norm=False):
+            if int(os.environ.get("RANK", 0)) == rank and it == skipped:
+                return torch.zeros(len(D_STATS), device=real.device), Update(False, None)
+            return real_d_step(engines, loss_cfg, real, labels, z, fake_y, it, measure_grad_norm)
+
+        train.d_step = d_step
+    elif kind == "slow-checkpoint":
+        real_seal = checkpoint._seal
+
+        def seal(*args, **kwargs):
+            time.sleep(float(arg))
+            return real_seal(*args, **kwargs)
+
+        checkpoint._seal = seal
+    else:
+        raise SystemExit(f"unknown fault {fault!r}")
+    train.exit_process(train.main(argv))
+
+
+if __name__ == "__main__":
+    main()
