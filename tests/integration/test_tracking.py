@@ -150,4 +150,4 @@ def test_no_extra_collectives_on_steps_that_do_not_log(tmp_path):
         counts.append(json.loads(out.read_text()))
     extra = {k: counts[1].get(k, 0) - counts[0].get(k, 0) for k in counts[1].keys() | counts[0].keys()}
     assert {k: v for k, v in extra.items() if v} == {"distributed.all_gather": 16}, (counts, extra)
-    assert counts[0]["train.all_reduce"] == 1  # the single (final) logging step
+    assert counts[0]["steps.all_reduce"] == 1  # the single (final) logging step: IntervalStats.reduce

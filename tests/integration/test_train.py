@@ -35,13 +35,15 @@ MID_CYCLE = [
 ]
 
 
-def train(run_dir: Path, world: int, *sets: str, fault: str | None = None, timeout: float = 300) -> list:
+def train(
+    run_dir: Path, world: int, *sets: str, fault: str | None = None, env: dict | None = None, timeout: float = 300
+) -> list:
     """`python -m dsgan.train` on `world` ranks; with `fault`, through fault_worker.py (see there)."""
     entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
     args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
     for s in sets:
         args += ["--set", s]
-    return launch(args, world_size=world, timeout=timeout)
+    return launch(args, world_size=world, timeout=timeout, env=env)
 
 
 def ok(results: list, code: int = 0) -> str:
