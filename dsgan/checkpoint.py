@@ -340,6 +340,6 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, C
 
         generator.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="generator"))
     else:
-        weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+        weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
         generator.load_state_dict({k: v.float() for k, v in weights.items()})
     return generator.float().eval(), cfg, state.iteration
