@@ -194,40 +194,61 @@ def _complete_steps(root: Path) -> list[tuple[int, Path]]:
 
 
 def verify(path: Path) -> str | None:
-    """None if `path` is a complete checkpoint matching its manifest, else the reason it is not."""
+    """None if `path` is a complete checkpoint matching its manifest and its trainer state reads, else the reason it
+    is not."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         return "no manifest (incomplete write)"
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
+        files = json.loads(manifest_path.read_text())["files"]
+        entries = [(str(rel), int(meta["size"]), str(meta["sha256"])) for rel, meta in files.items()]
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return "manifest is not valid JSON"
-    for rel, meta in manifest["files"].items():
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "manifest is not a dsgan manifest (no files with sizes and checksums)"
+    for rel, size, sha256 in entries:
         f = path / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return f"manifest names a file outside the checkpoint: {rel}"
         if not f.is_file():
             return f"missing file {rel}"
-        if f.stat().st_size != meta["size"]:
-            return f"{rel} has {f.stat().st_size} bytes, manifest says {meta['size']} (truncated?)"
-        if _sha256(f) != meta["sha256"]:
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, manifest says {size} (truncated?)"
+        if _sha256(f) != sha256:
             return f"{rel} checksum mismatch (corrupt)"
+    if TRAINER not in {rel for rel, _, _ in entries}:
+        return f"manifest does not list {TRAINER}"
+    try:
+        read_trainer_state(path)
+    except CheckpointError as exc:
+        return str(exc)
     return None
 
 
 def find_resumable(run_dir: Path, set_aside: bool = False) -> Path | None:
-    """Newest verified checkpoint in the run dir, warning about each newer one that is skipped. With `set_aside`,
-    a skipped one is renamed `step-N.corrupt` so that pruning never counts it (and never deletes a good one
-    in its place)."""
+    """Newest verified checkpoint in the run dir, warning about each newer one that is skipped. With `set_aside`
+    (training), a skipped one is renamed `step-N.corrupt` once an older good one is found, so that pruning never
+    counts it (and never deletes a good one in its place); and when checkpoints exist but none verifies, this is
+    an error rather than a silent restart from iteration 0."""
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return None
+    bad: list[tuple[Path, str]] = []
     for _, path in sorted(_complete_steps(root), reverse=True):
         problem = verify(path)
         if problem is None:
+            for skipped, _ in bad if set_aside else ():
+                os.replace(skipped, skipped.with_name(skipped.name + ".corrupt"))
+                log.warning("renamed %s to %s.corrupt", skipped, skipped.name)
             return path
         log.warning("skipping checkpoint %s: %s", path, problem)
-        if set_aside:
-            os.replace(path, path.with_name(path.name + ".corrupt"))
-            log.warning("renamed it to %s.corrupt", path.name)
+        bad.append((path, problem))
+    if bad and set_aside:
+        raise CheckpointError(
+            f"{root}: no checkpoint verifies ({'; '.join(f'{p.name}: {why}' for p, why in bad)}). Nothing was "
+            "changed. To start this run over from iteration 0, move that directory away; to keep the run, restore "
+            "a good checkpoint into it."
+        )
     return None
 
 
@@ -243,8 +264,11 @@ def resolve_resume(run_dir: Path, explicit: Path | None, env: DistEnv) -> Path |
             else:
                 choice = str(explicit)
         else:
-            found = find_resumable(run_dir, set_aside=True)
-            choice = str(found) if found else None
+            try:
+                found = find_resumable(run_dir, set_aside=True)
+                choice = str(found) if found else None
+            except CheckpointError as exc:  # every rank raises it, below
+                error = str(exc)
     choice, error = broadcast_object((choice, error), env)
     if error:
         raise CheckpointError(error)

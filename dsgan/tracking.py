@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -27,13 +28,17 @@ RUN_ID_FILE = "wandb_run_id"
 class Tracker:
     """Rank 0 writes; other ranks hold a Tracker that does nothing, so call sites need no rank checks."""
 
-    def __init__(self, cfg: Wandb, run_dir: Path, resolved_config: dict[str, Any], is_main: bool) -> None:
+    def __init__(
+        self, cfg: Wandb, run_dir: Path, resolved_config: dict[str, Any], is_main: bool, start_iteration: int = 0
+    ) -> None:
+        """`start_iteration`: where this process continues the run (its checkpoint's iteration, 0 when fresh)."""
         self.is_main = is_main
         self.run_dir = run_dir
         self._wandb = None
         if not is_main:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
+        _drop_records_after(run_dir / METRICS_FILE, start_iteration)
         self._jsonl = (run_dir / METRICS_FILE).open("a", buffering=1)
         mode = os.environ.get("WANDB_MODE", cfg.mode)
         if mode != "disabled":
@@ -100,6 +105,34 @@ class Tracker:
         self._jsonl.close()
         if self._wandb is not None:
             self._guarded(self._wandb.finish)
+
+
+def _drop_records_after(path: Path, iteration: int) -> None:
+    """Keep the local log one consistent history: records past the checkpoint a run resumes from (or all of them, for
+    a run that starts over) belong to an abandoned continuation, which this run is about to redo."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _iteration(line) <= iteration]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+    log.warning(
+        "%s: dropped %d record(s) after iteration %d (written by an earlier process that did not reach a checkpoint "
+        "past it)",
+        path,
+        len(lines) - len(kept),
+        iteration,
+    )
+
+
+def _iteration(line: str) -> float:
+    try:
+        return json.loads(line)["iteration"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf  # a torn last line (killed mid-write) goes too
 
 
 def progress_line(metrics: dict[str, float], iteration: int, total_iters: int, eta_seconds: float) -> str:

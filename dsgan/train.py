@@ -130,7 +130,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
 
     if env.is_main:  # the run dir exists: _check_writable made it
         (cfg.run.dir / "config.resolved.yaml").write_text(yaml.safe_dump(state.config, sort_keys=False))
-    tracker = Tracker(cfg.tracking.wandb, cfg.run.dir, state.config, env.is_main)
+    tracker = Tracker(cfg.tracking.wandb, cfg.run.dir, state.config, env.is_main, state.iteration)
     total_iters = cfg.total_iters_for(env.world_size)
     return Run(
         cfg, env, Schedule.of(cfg), engines, ema, batches, tracker, state, total_iters, stop_requested, state.iteration

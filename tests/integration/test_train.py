@@ -184,6 +184,17 @@ def test_corrupt_checkpoint_is_skipped_with_warning(tmp_path):
     assert names == ["latest", "step-00000016", "step-00000016.corrupt", "step-00000024"]
 
 
+def test_every_checkpoint_corrupt_is_refused_not_restarted(tmp_path):
+    ok(train(tmp_path, 1, "run.total_iters=8", "checkpoint.every_iters=4"))
+    for manifest in (tmp_path / "checkpoints").glob("step-*/manifest.json"):
+        manifest.write_text('{"files": []}')
+    before = (tmp_path / "metrics.jsonl").read_text()
+    out = ok(train(tmp_path, 1, "run.total_iters=16", "checkpoint.every_iters=4"), EXIT_CHECKPOINT)
+    assert "no checkpoint verifies" in out and "Traceback" not in out
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000008"]
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
 def test_incompatible_config_change_is_refused_and_lr_change_applied(tmp_path):
     ok(train(tmp_path, 1, "run.total_iters=8"))
     out = ok(

@@ -24,3 +24,20 @@ def test_progress_line_fields_and_long_eta():
 def test_progress_line_without_a_g_step():
     assert " G - | " in progress_line(METRICS, 2, 1000, eta_seconds=59.6)
     assert progress_line(METRICS, 2, 1000, eta_seconds=59.6).endswith("ETA 0:01:00")
+
+
+def test_resumed_log_drops_the_abandoned_records(tmp_path, caplog):
+    """A run resumed from iteration 4 redoes iterations 5..: records past 4 (and a torn last line) are dropped."""
+    import json
+
+    from dsgan.config import Wandb
+    from dsgan.tracking import METRICS_FILE, Tracker
+
+    lines = [json.dumps({"iteration": i, "d_loss": 1.0}) for i in (2, 4, 6, 8)] + ['{"iteration": 1']
+    (tmp_path / METRICS_FILE).write_text("\n".join(lines))
+    tracker = Tracker(Wandb(mode="disabled"), tmp_path, {}, is_main=True, start_iteration=4)
+    tracker.log({"d_loss": 2.0}, 6)
+    tracker.close()
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [(r["iteration"], r["d_loss"]) for r in records] == [(2, 1.0), (4, 1.0), (6, 2.0)]
+    assert "dropped 3 record(s) after iteration 4" in caplog.text
