@@ -20,6 +20,7 @@ only tensors and plain Python values and are read with `torch.load(weights_only=
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,9 +28,10 @@ import math
 import os
 import random
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ import torch
 from dsgan.config import Config
 from dsgan.distributed import DistEnv, barrier, broadcast_object
 from dsgan.engines import EngineDict
-from dsgan.errors import CheckpointError, ConfigError
+from dsgan.errors import CheckpointError, ConfigError, RunDirBusyError
 
 if TYPE_CHECKING:
     from dsgan.ema import EMA
@@ -86,6 +88,37 @@ class TrainerState:
     ema: dict[str, torch.Tensor] | None = None
     """The EMA generator's state dict, filled at save time (the live EMA is `dsgan.ema.EMA`)."""
     wandb_run_id: str | None = None
+
+
+LOCK = "dsgan.lock"
+
+
+def hold_run_dir(run_dir: Path, env: DistEnv) -> IO[str] | None:
+    """One writer per run dir: rank 0 takes an exclusive `flock` on `<run dir>/dsgan.lock` for the life of the
+    process (the kernel drops it when the process dies, so a killed or preempted job never blocks its requeue), and
+    every rank of a job that finds it taken stops with a message naming the holder. Collective: call it on every
+    rank, after the process group is up. Returns the open lock file on rank 0: keep it for as long as the run."""
+    problem, lock = None, None
+    if env.is_main:
+        lock = (run_dir / LOCK).open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            problem = f"run.dir={run_dir} is in use by another dsgan job ({holder}); wait for it or use another run.dir"
+            lock.close()
+            lock = None
+        else:
+            lock.truncate(0)
+            lock.write(
+                f"host {socket.gethostname()}, pid {os.getpid()}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}"
+            )
+            lock.flush()
+    problem = broadcast_object(problem, env)
+    if problem:
+        raise RunDirBusyError(problem)
+    return lock
 
 
 def step_name(iteration: int) -> str:

@@ -6,6 +6,7 @@ EXIT_NONFINITE = 3  # NaN/inf loss in fp32/bf16; the last good checkpoint is int
 EXIT_RANK_MISMATCH = 4  # ranks disagree on the schedule; nothing was stepped past the disagreement
 EXIT_CHECKPOINT = 5  # no loadable checkpoint where one was required
 EXIT_COLLECTIVE = 6  # a collective failed or timed out: another rank died or stopped taking part
+EXIT_RUN_DIR_BUSY = 7  # another job is training in this run directory; nothing was written
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a signal asked us to stop; a checkpoint was saved; requeue and rerun to resume
 
 
@@ -33,3 +34,7 @@ class RankDisagreementError(DsganError):
 
 class CheckpointError(DsganError):
     exit_code = EXIT_CHECKPOINT
+
+
+class RunDirBusyError(DsganError):
+    exit_code = EXIT_RUN_DIR_BUSY

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 if __package__ in (None, ""):  # `deepspeed dsgan/train.py` runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -75,6 +76,8 @@ class Run:
     stop_requested: list[int]
     """Signals received (the handlers append, from before `build`); the ranks agree on it at each D update."""
     start_iteration: int
+    run_dir_lock: IO[str] | None
+    """Rank 0's lock on the run dir (see checkpoint.hold_run_dir), held until the process exits."""
     evaluator: Evaluator | None = None
     """Built at the first evaluation."""
 
@@ -110,6 +113,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     dataset = build_dataset(cfg.data, g_model.output_scale, g_model.out_channels, g_model.num_classes)
     _check_writable(cfg.run.dir)
     distributed.init(env, cfg.run.collective_timeout_seconds)
+    lock = checkpoint.hold_run_dir(cfg.run.dir, env)
     log.info("dsgan: %d rank(s) on %s; %s", env.world_size, env.device.type, dataset_summary(dataset))
 
     # Same seed on every rank: identical initial weights and spectral-norm vectors (DeepSpeed broadcasts neither).
@@ -132,8 +136,9 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
         (cfg.run.dir / "config.resolved.yaml").write_text(yaml.safe_dump(state.config, sort_keys=False))
     tracker = Tracker(cfg.tracking.wandb, cfg.run.dir, state.config, env.is_main, state.iteration)
     total_iters = cfg.total_iters_for(env.world_size)
+    schedule = Schedule.of(cfg)
     return Run(
-        cfg, env, Schedule.of(cfg), engines, ema, batches, tracker, state, total_iters, stop_requested, state.iteration
+        cfg, env, schedule, engines, ema, batches, tracker, state, total_iters, stop_requested, state.iteration, lock
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from dsgan.errors import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
     EXIT_RANK_MISMATCH,
+    EXIT_RUN_DIR_BUSY,
 )
 
 TINY = str(REPO / "configs" / "tiny_cpu.yaml")
@@ -238,6 +240,17 @@ def test_rank_disagreement_is_an_error_not_a_hang(tmp_path):
     out = res[0].stdout
     assert "ranks disagree" in out
     assert "rank 0: iteration=5, d_micro_steps=5" in out and "rank 1: iteration=5, d_micro_steps=4" in out
+
+
+def test_second_job_on_a_run_dir_is_refused_and_a_killed_one_does_not_block(tmp_path):
+    first = _start(tmp_path, 1, ["run.total_iters=100000", "checkpoint.every_iters=null", "run.log_every_iters=2"])
+    _wait_for(lambda: (tmp_path / "metrics.jsonl").is_file() and len((tmp_path / "metrics.jsonl").read_text()) > 0)
+    out = ok(train(tmp_path, 2, "run.total_iters=8"), EXIT_RUN_DIR_BUSY)
+    assert f"is in use by another dsgan job (host {socket.gethostname()}, pid {first[0].pid}" in out
+    assert "Traceback" not in out and first[0].poll() is None  # the first job trains on
+    first[0].kill()
+    first[0].wait()
+    assert "done: 8 iterations" in ok(train(tmp_path, 1, "run.total_iters=8"))
 
 
 def test_rerun_of_finished_run_does_nothing(tmp_path):
