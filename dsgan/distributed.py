@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from dsgan.errors import RankDisagreementError
+from dsgan.errors import ConfigError, RankDisagreementError
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,20 @@ def init(env: DistEnv, timeout_seconds: float) -> None:
         os.environ.setdefault("LOCAL_RANK", "0")
     if env.device.type == "cuda":
         torch.cuda.set_device(env.device)
-    deepspeed.init_distributed(
-        dist_backend="nccl" if env.device.type == "cuda" else "gloo",
-        timeout=datetime.timedelta(seconds=timeout_seconds),
-        verbose=False,
-    )
+    try:
+        deepspeed.init_distributed(
+            dist_backend="nccl" if env.device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_seconds),
+            verbose=False,
+        )
+    except RuntimeError as exc:  # torch's DistNetworkError included
+        if "EADDRINUSE" not in str(exc):
+            raise
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise ConfigError(
+            f"MASTER_ADDR:MASTER_PORT = {where} is already in use by another process: rank 0 cannot listen there. "
+            "Choose a free port (MASTER_PORT, `deepspeed --master_port`, `torchrun --master-port`)"
+        ) from None
 
 
 def agree(counters: dict[str, int], expected: dict[str, int], flags: torch.Tensor, env: DistEnv) -> list[bool]:
