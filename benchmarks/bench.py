@@ -92,7 +92,7 @@ def run_dsgan(args: argparse.Namespace, device: torch.device, world: int) -> flo
             "train_micro_batch_size_per_gpu": args.batch,
             "optimizer": {"type": "Adam", "params": {"lr": 1e-4, "betas": [0.0, 0.999], "torch_adam": True}},
             "zero_optimization": {"stage": args.zero},
-            "bf16": {"enabled": args.precision == "bf16"},
+            "bf16": {"enabled": args.precision == "bf16", "immediate_grad_update": True, "check_grad_overflow": False},
             "fp16": {"enabled": args.precision == "fp16"},
         }
     )

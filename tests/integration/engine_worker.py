@@ -127,7 +127,7 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
             "gradient_accumulation_steps": acc,
             "optimizer": {"type": "Adam", "params": {"lr": LR, "betas": BETAS, "eps": EPS, "torch_adam": True}},
             "zero_optimization": {"stage": stage},
-            "bf16": {"enabled": precision == "bf16"},
+            "bf16": {"enabled": precision == "bf16", "immediate_grad_update": True, "check_grad_overflow": False},
         }
     )
     g, d = models()

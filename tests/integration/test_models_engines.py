@@ -18,9 +18,9 @@ import torch.multiprocessing as mp
 from launch import free_port
 from torch import nn
 
-from dsgan import config as c
 from dsgan.config import EMA as EMAConfig
 from dsgan.config import Loss
+from dsgan.config import models as c
 from dsgan.ema import EMA
 from dsgan.losses import d_loss, d_regularizer, g_loss
 from dsgan.models import build_discriminator, build_generator
