@@ -90,7 +90,7 @@ def format_errors(exc: ValidationError, files: dict[str, str]) -> str:
         where = files.get(parts[0], files["run"]) if parts[1:2] == ["deepspeed"] else files["run"]
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt? `dsgan validate-config` prints every valid key with its default)"
+            msg = "unknown key (misspelt? `dsgan validate-config` with no file prints the default run's keys)"
         elif err["type"] == "union_tag_not_found":
             msg = "missing 'type'"
         lines.append(f"{where}: {'.'.join(parts)}: {msg}" if parts else f"{where}: {msg}")
