@@ -339,3 +339,18 @@ def test_total_images_converts_with_world_size():
 def test_passthrough_keys_reach_deepspeed():
     cfg = load_config(None, ["generator.deepspeed.wall_clock_breakdown=true"])
     assert cfg.generator.deepspeed.to_deepspeed(1)["wall_clock_breakdown"] is True
+
+
+def test_resume_invariants_read_absent_deepspeed_keys_as_deepspeed_does():
+    """A JSON that leaves out fp16/bf16/ZeRO means them off, so it resumes a checkpoint whose config spelt them out."""
+    from dsgan.checkpoint import check_compatible
+    from dsgan.errors import ConfigError
+
+    cfg = load_config()
+    assert "fp16" not in cfg.model_dump(mode="json")["generator"]["deepspeed"]
+    saved = cfg.model_dump(mode="json")
+    saved["generator"]["deepspeed"].update(fp16={"enabled": False}, bf16={"enabled": False})
+    check_compatible(saved, cfg, saved_world=1, world_size=1)
+    saved["generator"]["deepspeed"]["fp16"] = {"enabled": True}
+    with pytest.raises(ConfigError, match="generator.deepspeed.fp16.enabled: checkpoint has true, config has false"):
+        check_compatible(saved, cfg, saved_world=1, world_size=1)
