@@ -90,9 +90,13 @@ def run_dsgan(args: argparse.Namespace, device: torch.device, world: int) -> flo
     ds = DeepSpeedConfig.model_validate(
         {
             "train_micro_batch_size_per_gpu": args.batch,
-            "optimizer": {"type": "Adam", "params": {"lr": 1e-4, "betas": [0.0, 0.999], "torch_adam": True}},
+            "optimizer": {
+                "type": "Adam",
+                "params": {"lr": 1e-4, "betas": [0.0, 0.999], "eps": 1e-8, "weight_decay": 0.0, "torch_adam": True},
+            },
+            "gradient_clipping": 0.0,  # DeepSpeed's default is 1.0
             "zero_optimization": {"stage": args.zero},
-            "bf16": {"enabled": args.precision == "bf16"},
+            "bf16": {"enabled": args.precision == "bf16", "immediate_grad_update": True, "check_grad_overflow": False},
             "fp16": {"enabled": args.precision == "fp16"},
         }
     )

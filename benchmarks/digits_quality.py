@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 
 def plain_loop(seconds: float) -> tuple[torch.nn.Module, int]:
-    from dsgan.config import DCGANDiscriminator, DCGANGenerator
+    from dsgan.config.models import DCGANDiscriminator, DCGANGenerator
     from dsgan.data import digits_tensors
     from dsgan.losses import d_loss, g_loss
     from dsgan.models import build_discriminator, build_generator

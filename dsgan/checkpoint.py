@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dsgan.config import Config
+from dsgan.config import Config, DeepSpeedConfig
 from dsgan.distributed import DistEnv, barrier, broadcast_object
 from dsgan.engines import EngineDict
 from dsgan.errors import CheckpointError, ConfigError, RunDirBusyError
@@ -327,10 +327,19 @@ def check_compatible(saved: dict[str, Any], cfg: Config, saved_world: int, world
         )
 
 
-def _get(tree: Any, dotted: str) -> Any:
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    """The value at `dotted` as the run reads it. A DeepSpeed key left out of the JSON is not in the dumped config;
+    its value is what DeepSpeedConfig reads for it (an absent `fp16.enabled` is false, as in DeepSpeed)."""
+    network, _, rest = dotted.partition(".")
+    if rest.startswith("deepspeed."):
+        node: Any = DeepSpeedConfig.model_validate(tree[network]["deepspeed"])
+        for part in rest.removeprefix("deepspeed.").split("."):
+            node = getattr(node, part)
+        return node
+    node = tree
     for part in dotted.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def read_trainer_state(path: Path) -> TrainerState:

@@ -36,8 +36,9 @@ class NetworkEngine:
         self.name = name
         self.engine = engine
         self.ds_cfg = ds_cfg
-        autocast = ds_cfg.torch_autocast
-        self._autocast_dtype = getattr(torch, autocast.dtype.removeprefix("torch.")) if autocast.enabled else None
+        # DeepSpeed's own reading of its torch_autocast section (None: torch's default for the device, as DeepSpeed's)
+        self._autocast = engine.torch_autocast_enabled()
+        self._autocast_dtype = engine.torch_autocast_dtype()
         self._device_type = engine.device.type if isinstance(engine.device, torch.device) else "cpu"
         # DeepSpeed's ZeRO, fp16 and bf16 optimizers measure the gradient norm at every step; for its plain fp32
         # path this class does, only when asked (~1% of a small model's step: the trainer asks ahead of a log line).
@@ -57,7 +58,7 @@ class NetworkEngine:
         """Context for forwards that bypass the engine (`module`): the same autocast the engine would apply.
         (No `no_sync` is needed: DeepSpeed reduces gradients only at accumulation boundaries, and ZeRO-3
         forbids `no_sync` anyway.)"""
-        if self._autocast_dtype is None:
+        if not self._autocast:
             return contextlib.nullcontext()
         return torch.autocast(self._device_type, dtype=self._autocast_dtype)
 
@@ -97,13 +98,13 @@ class NetworkEngine:
         return torch.nn.utils.get_total_norm([p.grad for p in self.module.parameters() if p.grad is not None])
 
     def apply_config_optimizer_settings(self) -> None:
-        """After loading a checkpoint, which restores the optimizer's hyper-parameters: the config's (possibly
-        changed) values win, except the learning rate when a DeepSpeed LR scheduler owns it."""
-        params = self.ds_cfg.optimizer.params
+        """After loading a checkpoint, which restores the optimizer's hyper-parameters: the values the JSON states
+        (possibly changed) win, except the learning rate when a DeepSpeed LR scheduler owns it. What the JSON leaves
+        out keeps the checkpoint's value, which is DeepSpeed's default unless an earlier JSON stated it."""
+        keys = ("betas", "eps", "weight_decay") if self.ds_cfg.scheduler else ("lr", "betas", "eps", "weight_decay")
+        stated = self.ds_cfg.optimizer.params.model_dump(include=set(keys), exclude_none=True)
         for group in self.engine.optimizer.param_groups:
-            if self.ds_cfg.scheduler is None:
-                group["lr"] = params.lr
-            group.update(betas=params.betas, eps=params.eps, weight_decay=params.weight_decay)
+            group.update(stated)
 
     # ---- counters and numbers for logging; none of these syncs the device
     @property

@@ -1,6 +1,6 @@
 """Train a GAN with two DeepSpeed engines in MMagic's D/G alternation.
 
-    deepspeed --num_gpus 2 dsgan/train.py --config configs/digits.yaml     # DeepSpeed launcher
+    deepspeed --num_gpus 2 dsgan/train.py --config configs/tiny_cpu.yaml   # DeepSpeed launcher
     torchrun --nproc-per-node 2 -m dsgan.train --config ...                # or srun (slurm/), or one process
     dsgan train --config ...
 

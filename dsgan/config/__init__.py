@@ -5,35 +5,20 @@ each network's DeepSpeed config is either inline or a path (relative to the run 
 DeepSpeed owns the batch and optimizer settings (`train_micro_batch_size_per_gpu`, `gradient_accumulation_steps`,
 `optimizer`, precision, ZeRO); dsgan owns the rest and checks that the two agree.
 
-- `models`: one config class per architecture (discriminated on `type`);
-- `deepspeed`: one engine's DeepSpeed config, strict where dsgan relies on it, passed through elsewhere;
+- `models`: one config class per architecture (discriminated on `type`), each building its module;
+- `deepspeed`: one engine's DeepSpeed config, typed where dsgan reads it, handed over as written;
 - `run`: the run's sections and the checks between them (`Config`);
 - `load`: files, `--set` overrides and error messages that name the file and the field.
 """
 
 from dsgan.config.deepspeed import DeepSpeedConfig
 from dsgan.config.load import apply_override, config_hash, load_config
-from dsgan.config.models import (
-    Activation,
-    BigGANDiscriminator,
-    BigGANGenerator,
-    DCGANDiscriminator,
-    DCGANGenerator,
-    DiscriminatorModel,
-    GeneratorModel,
-    SNGANDiscriminator,
-    SNGANGenerator,
-)
+from dsgan.config.models import DiscriminatorModel, GeneratorModel
 from dsgan.config.run import EMA, Config, Data, DigitsData, ImageFolderData, Loss, Wandb
 
 __all__ = [
     "EMA",
-    "Activation",
-    "BigGANDiscriminator",
-    "BigGANGenerator",
     "Config",
-    "DCGANDiscriminator",
-    "DCGANGenerator",
     "Data",
     "DeepSpeedConfig",
     "DigitsData",
@@ -41,8 +26,6 @@ __all__ = [
     "GeneratorModel",
     "ImageFolderData",
     "Loss",
-    "SNGANDiscriminator",
-    "SNGANGenerator",
     "Wandb",
     "apply_override",
     "config_hash",

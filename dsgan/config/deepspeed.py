@@ -1,7 +1,10 @@
 """One engine's DeepSpeed config.
 
-The keys dsgan relies on are typed here; the rest of DeepSpeed's keys are passed through and checked by DeepSpeed's
-own pydantic models where it has them (zero_optimization).
+DeepSpeed owns its defaults: what the JSON leaves out, dsgan leaves out too. The keys dsgan reads or checks are typed
+here (absent where the JSON leaves them out; `enabled` and the ZeRO `stage` read as DeepSpeed reads an absent key:
+off, 0), the other known keys pass through as written, and the rest are refused: DeepSpeed ignores a misspelt key
+silently. ZeRO keys are checked by DeepSpeed's own (strict) ZeRO config model. `to_deepspeed` is the user's JSON plus
+the keys dsgan sets (`dsgan_settings`), nothing else.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
@@ -24,43 +29,43 @@ from dsgan.config.base import NonNegativeFloat, Strict
 
 class FP16(Strict):
     enabled: bool = False
-    auto_cast: bool = False
-    loss_scale: NonNegativeFloat = 0.0
+    auto_cast: bool | None = None
+    loss_scale: NonNegativeFloat | None = None
     """0 = dynamic loss scaling."""
-    initial_scale_power: Annotated[int, Field(ge=0, le=64)] = 16
-    loss_scale_window: PositiveInt = 1000
-    hysteresis: PositiveInt = 2
-    consecutive_hysteresis: bool = False
-    min_loss_scale: PositiveFloat = 1.0
-    fp16_master_weights_and_grads: bool = False
+    initial_scale_power: Annotated[int, Field(ge=0, le=64)] | None = None
+    loss_scale_window: PositiveInt | None = None
+    hysteresis: PositiveInt | None = None
+    consecutive_hysteresis: bool | None = None
+    min_loss_scale: PositiveFloat | None = None
+    fp16_master_weights_and_grads: bool | None = None
 
 
 class BF16(Strict):
     enabled: bool = False
-    immediate_grad_update: bool = True
-    check_grad_overflow: bool = False
-    bf16_master_weights_and_grads: bool = False
-    bf16_optimizer_states: bool = False
+    immediate_grad_update: bool | None = None
+    check_grad_overflow: bool | None = None
+    bf16_master_weights_and_grads: bool | None = None
+    bf16_optimizer_states: bool | None = None
 
 
 class TorchAutocast(Strict):
     enabled: bool = False
-    dtype: Literal["bfloat16", "float16", "torch.bfloat16", "torch.float16"] = "bfloat16"
+    dtype: Literal["bfloat16", "float16", "torch.bfloat16", "torch.float16"] | None = None
     lower_precision_safe_modules: list[str] | None = None
 
 
 class AdamParams(Strict):
-    lr: PositiveFloat = 2e-4
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.0, 0.999)
-    eps: PositiveFloat = 1e-8
-    weight_decay: NonNegativeFloat = 0.0
-    torch_adam: bool = False
+    lr: PositiveFloat | None = None
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] | None = None
+    eps: PositiveFloat | None = None
+    weight_decay: NonNegativeFloat | None = None
+    torch_adam: bool | None = None
     """Use torch.optim.Adam(W) instead of DeepSpeed's fused kernel (no JIT build; the choice on CPU)."""
     adam_w_mode: bool | None = None
 
 
 class Optimizer(Strict):
-    type: Literal["Adam", "AdamW"] = "Adam"
+    type: Literal["Adam", "AdamW"]
     params: AdamParams = AdamParams()
 
 
@@ -111,20 +116,37 @@ PASSTHROUGH_KEYS = (
 )
 
 
+def _given(dumped: Any, model: Any) -> Any:
+    """`dumped` (the serialisation of `model`) without the fields the input did not set, at every depth."""
+    if not isinstance(model, BaseModel) or not isinstance(dumped, dict):
+        return dumped
+    fields = type(model).model_fields
+    return {
+        key: _given(value, getattr(model, key, None))
+        for key, value in dumped.items()
+        if key not in fields or key in model.model_fields_set
+    }
+
+
 class DeepSpeedConfig(Strict):
-    """One engine's DeepSpeed config. `gradient_accumulation_steps` is MMagic's `accumulative_counts`."""
+    """One engine's DeepSpeed config. `gradient_accumulation_steps` is MMagic's `accumulative_counts`.
+
+    It serialises to what the JSON stated and nothing more, so that the dumped run config, `--set` overrides and
+    `validate-config` all see the JSON as written."""
 
     train_micro_batch_size_per_gpu: PositiveInt
     gradient_accumulation_steps: PositiveInt = 1
+    """DeepSpeed's meaning of an absent key when train_batch_size is not given (dsgan always gives it)."""
     train_batch_size: PositiveInt | None = None
     """Optional; when given it must equal micro-batch x accumulation x world size."""
-    optimizer: Optimizer = Optimizer()
+    optimizer: Optimizer
+    """Required: dsgan hands DeepSpeed no optimizer of its own, and a GAN engine without one cannot train."""
     scheduler: Scheduler | None = None
     fp16: FP16 = FP16()
     bf16: BF16 = BF16()
     torch_autocast: TorchAutocast = TorchAutocast()
     zero_optimization: ZeroOptimization = ZeroOptimization()
-    gradient_clipping: NonNegativeFloat = 0.0
+    gradient_clipping: NonNegativeFloat | None = None
     passthrough: dict[str, Any] = {}
     """Other DeepSpeed keys (see PASSTHROUGH_KEYS), written at the top level of the DeepSpeed JSON."""
 
@@ -137,6 +159,12 @@ class DeepSpeedConfig(Strict):
             if extra:
                 data["passthrough"] = {**data.get("passthrough", {}), **extra}
         return data
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = _given(handler(self), self)
+        out.update(out.pop("passthrough", {}))
+        return out
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> DeepSpeedConfig:
@@ -175,17 +203,17 @@ class DeepSpeedConfig(Strict):
         if self.bf16.enabled:
             return "bf16"
         if self.torch_autocast.enabled:
-            return "autocast-" + self.torch_autocast.dtype.removeprefix("torch.")
+            return "autocast-" + (self.torch_autocast.dtype or "default").removeprefix("torch.")
         return "fp32"
 
+    def dsgan_settings(self, world_size: int) -> dict[str, Any]:
+        """The only keys dsgan adds to the JSON: the batch arithmetic its schedule and sampler rely on, for this
+        world size (DeepSpeed would otherwise derive one of the three from the other two)."""
+        return {
+            "train_batch_size": self.train_micro_batch_size_per_gpu * self.gradient_accumulation_steps * world_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
+
     def to_deepspeed(self, world_size: int) -> dict[str, Any]:
-        """The dict handed to `deepspeed.initialize` (train_batch_size made explicit for this world size)."""
-        out = self.model_dump(mode="json", exclude={"passthrough", "train_batch_size"}, exclude_none=True)
-        out["train_batch_size"] = self.train_micro_batch_size_per_gpu * self.gradient_accumulation_steps * world_size
-        out["zero_optimization"] = {"stage": self.zero_optimization.stage, **(self.zero_optimization.model_extra or {})}
-        out.update(self.passthrough)
-        if out["optimizer"]["params"].get("adam_w_mode") is None:
-            out["optimizer"]["params"].pop("adam_w_mode", None)
-        if not self.optimizer.params.torch_adam:
-            out["optimizer"]["params"].pop("torch_adam")
-        return out
+        """The dict handed to `deepspeed.initialize`: the JSON as written, plus `dsgan_settings`."""
+        return {**self.model_dump(mode="json"), **self.dsgan_settings(world_size)}

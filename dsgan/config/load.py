@@ -6,21 +6,17 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
-from dsgan.config.models import (
-    BigGANDiscriminator,
-    BigGANGenerator,
-    DCGANDiscriminator,
-    DCGANGenerator,
-    SNGANDiscriminator,
-    SNGANGenerator,
-)
-from dsgan.config.run import EMBEDDED_DEFAULT, Config, DigitsData, ImageFolderData
+from dsgan.config.models import DiscriminatorModel, GeneratorModel
+from dsgan.config.run import Config, Data
 from dsgan.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default" / "digits.yaml"
+"""The run `load_config(None)` reads: the digits run, shipped inside the package with its two DeepSpeed JSONs."""
 
 
 def read_file(path: Path) -> Any:
@@ -75,19 +71,15 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         node[leaf] = yaml.safe_load(value)
 
 
-_UNION_TAGS = {
-    m.model_fields["type"].default
-    for m in (
-        DCGANGenerator,
-        SNGANGenerator,
-        BigGANGenerator,
-        DCGANDiscriminator,
-        SNGANDiscriminator,
-        BigGANDiscriminator,
-        DigitsData,
-        ImageFolderData,
-    )
-}
+def _tags(union: Any) -> set[str]:
+    """The `type` tags of an `Annotated[A | B | ..., Field(discriminator="type")]` union."""
+    members = get_args(get_args(union)[0])
+    return {m.model_fields["type"].default for m in members}
+
+
+# pydantic puts the chosen member's tag in an error's location (`generator.model.DCGANGenerator.noise_size`); the
+# messages leave it out.
+_UNION_TAGS = _tags(GeneratorModel) | _tags(DiscriminatorModel) | _tags(Data)
 
 
 def format_errors(exc: ValidationError, files: dict[str, str]) -> str:
@@ -98,7 +90,7 @@ def format_errors(exc: ValidationError, files: dict[str, str]) -> str:
         where = files.get(parts[0], files["run"]) if parts[1:2] == ["deepspeed"] else files["run"]
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt? `dsgan validate-config` prints every valid key with its default)"
+            msg = "unknown key (misspelt? `dsgan validate-config` with no file prints the default run's keys)"
         elif err["type"] == "union_tag_not_found":
             msg = "missing 'type'"
         lines.append(f"{where}: {'.'.join(parts)}: {msg}" if parts else f"{where}: {msg}")
@@ -114,18 +106,18 @@ def load_config(
 ) -> Config:
     """Read, inline DeepSpeed files, validate, apply `--set` overrides, validate again.
 
-    Raises ConfigError naming the file and the dotted field. `device` ('cpu'/'cuda') and `world_size` enable the
-    checks that depend on where the run happens.
+    No `path` reads DEFAULT_CONFIG. A file that leaves out `run.dir` runs in `runs/<file stem>` (relative to the
+    working directory), so that two configs never share a run dir by default. Raises ConfigError naming the file
+    and the dotted field. `device` ('cpu'/'cuda') and `world_size` enable the checks that depend on where the run
+    happens.
     """
-    if path is None:
-        raw: dict[str, Any] = json.loads(json.dumps(EMBEDDED_DEFAULT))
-        source, base_dir = "<default config>", Path.cwd()
-    else:
-        path = Path(path)
-        raw = read_file(path) or {}
-        source, base_dir = str(path), path.resolve().parent
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a run config must be a mapping at the top level")
+    path = DEFAULT_CONFIG if path is None else Path(path)
+    raw: dict[str, Any] = read_file(path) or {}
+    source, base_dir = str(path), path.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping at the top level")
+    if isinstance(raw.setdefault("run", {}), dict):
+        raw["run"].setdefault("dir", f"runs/{path.stem}")
     _inline_deepspeed(raw, base_dir, source)
     files = {"run": source}
     for network in ("generator", "discriminator"):

@@ -1,12 +1,19 @@
-"""Generator and discriminator configs, one class per architecture, told apart by `type`."""
+"""Generator and discriminator configs, one class per architecture, told apart by `type`.
+
+Each class builds its own module (`build()`), importing it only then: loading and validating a config needs no
+torch. The two unions at the end are the list of architectures; `dsgan/models/README.md` says how to add one.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, model_validator
 
 from dsgan.config.base import Strict
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Activation(Strict):
@@ -27,6 +34,11 @@ class DCGANGenerator(Strict):
     base_channels: PositiveInt = 64
     out_channels: PositiveInt = 3
 
+    def build(self) -> nn.Module:
+        from dsgan.models.dcgan import DCGANGenerator
+
+        return DCGANGenerator(self)
+
 
 class DCGANDiscriminator(Strict):
     type: Literal["DCGANDiscriminator"] = "DCGANDiscriminator"
@@ -37,6 +49,11 @@ class DCGANDiscriminator(Strict):
     in_channels: PositiveInt = 3
     with_spectral_norm: bool = False
     sn_eps: PositiveFloat = 1e-12
+
+    def build(self) -> nn.Module:
+        from dsgan.models.dcgan import DCGANDiscriminator
+
+        return DCGANDiscriminator(self)
 
 
 class SNGANGenerator(Strict):
@@ -49,6 +66,11 @@ class SNGANGenerator(Strict):
     base_channels: PositiveInt = 256
     out_channels: PositiveInt = 3
 
+    def build(self) -> nn.Module:
+        from dsgan.models.sngan import SNGANGenerator
+
+        return SNGANGenerator(self)
+
 
 class SNGANDiscriminator(Strict):
     type: Literal["SNGANDiscriminator"] = "SNGANDiscriminator"
@@ -57,6 +79,11 @@ class SNGANDiscriminator(Strict):
     base_channels: PositiveInt = 128
     in_channels: PositiveInt = 3
     sn_eps: PositiveFloat = 1e-12
+
+    def build(self) -> nn.Module:
+        from dsgan.models.sngan import SNGANDiscriminator
+
+        return SNGANDiscriminator(self)
 
 
 class BigGANGenerator(Strict):
@@ -97,6 +124,11 @@ class BigGANGenerator(Strict):
             )
         return self
 
+    def build(self) -> nn.Module:
+        from dsgan.models.biggan import BigGANGenerator
+
+        return BigGANGenerator(self)
+
 
 class BigGANDiscriminator(Strict):
     type: Literal["BigGANDiscriminator"] = "BigGANDiscriminator"
@@ -108,6 +140,11 @@ class BigGANDiscriminator(Strict):
     act: Activation = Activation()
     with_spectral_norm: bool = True
     in_channels: PositiveInt = 3
+
+    def build(self) -> nn.Module:
+        from dsgan.models.biggan import BigGANDiscriminator
+
+        return BigGANDiscriminator(self)
 
 
 GeneratorModel = Annotated[DCGANGenerator | SNGANGenerator | BigGANGenerator, Field(discriminator="type")]

@@ -4,37 +4,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from dsgan.config.base import NonNegativeFloat, Strict
-from dsgan.config.deepspeed import AdamParams, DeepSpeedConfig, Optimizer
-from dsgan.config.models import (
-    DCGANDiscriminator,
-    DCGANGenerator,
-    DiscriminatorModel,
-    GeneratorModel,
-    has_spectral_norm,
-)
-
-
-def _digits_adam(lr: float) -> DeepSpeedConfig:
-    """The embedded digits run's engines: TTUR learning rates (Heusel et al. 2017), BigGAN's betas, torch's Adam."""
-    return DeepSpeedConfig(
-        train_micro_batch_size_per_gpu=64,
-        optimizer=Optimizer(params=AdamParams(lr=lr, betas=(0.0, 0.999), torch_adam=True)),
-    )
+from dsgan.config.deepspeed import DeepSpeedConfig
+from dsgan.config.models import DiscriminatorModel, GeneratorModel, has_spectral_norm
 
 
 class GeneratorEngine(Strict):
-    model: GeneratorModel = DCGANGenerator(output_scale=16)
-    deepspeed: DeepSpeedConfig = _digits_adam(1e-4)
+    model: GeneratorModel
+    deepspeed: DeepSpeedConfig
 
 
 class DiscriminatorEngine(Strict):
-    model: DiscriminatorModel = DCGANDiscriminator(input_scale=16, with_spectral_norm=True)
-    deepspeed: DeepSpeedConfig = _digits_adam(4e-4)
+    model: DiscriminatorModel
+    deepspeed: DeepSpeedConfig
 
 
 class Schedule(Strict):
@@ -64,8 +50,10 @@ class EMA(Strict):
     """EMA of G's weights: `ema = (1 - momentum) * ema + momentum * G`, once per G optimizer update.
 
     Units are G updates. MMagic's ExponentialMovingAverage uses the same `momentum` convention (weight of the new
-    value) with `interval`/`start_iter` in iterations; MMGeneration 0.x's `ema_cfg` gives the kept fraction
-    (`momentum = 1 - kept`) and counts train_step calls. `dsgan migrate` converts both.
+    value); its BaseGAN compares `start_iter` and `interval` with a counter that advances once per G phase, so in
+    iterations MMagic's `start_iter` is `start_iter * discriminator_steps * accumulative_counts`. MMGeneration 0.x's
+    `ema_cfg` gives the kept fraction (`momentum = 1 - kept`) and counts train_step calls. `dsgan migrate` converts
+    both.
     """
 
     momentum: Annotated[float, Field(gt=0, le=1)] = 0.01
@@ -96,9 +84,10 @@ Data = Annotated[DigitsData | ImageFolderData, Field(discriminator="type")]
 
 class Run(Strict):
     seed: int = 0
-    dir: Path = Path("runs/digits")
-    """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes."""
-    total_iters: PositiveInt | None = 3000
+    dir: Path
+    """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes. `load_config` fills in
+    `runs/<config file stem>` (relative to the working directory) when a config file leaves it out."""
+    total_iters: PositiveInt | None = None
     """Length in iterations (one data batch each). Set this or total_images."""
     total_images: PositiveInt | None = None
     """Length in real images seen by D, summed over ranks; converted to iterations at start."""
@@ -158,16 +147,17 @@ class Eval(Strict):
 
 
 class Config(Strict):
-    """A whole run. The defaults are the embedded digits run (a conditional DCGAN on CPU); `load_config()` with no
-    file adds its periodic FD8 evaluation (EMBEDDED_DEFAULT), which a partial config must not inherit."""
+    """A whole run. The networks, their DeepSpeed configs, the data, the run dir and the run's length have no
+    defaults: the default run is a file (`dsgan/default/digits.yaml`), and a config that leaves one of them out is
+    refused rather than completed from another run."""
 
-    run: Run = Run()
+    run: Run
     schedule: Schedule = Schedule()
     loss: Loss = Loss()
-    generator: GeneratorEngine = GeneratorEngine()
-    discriminator: DiscriminatorEngine = DiscriminatorEngine()
+    generator: GeneratorEngine
+    discriminator: DiscriminatorEngine
     ema: EMA | None = EMA()
-    data: Data = DigitsData()
+    data: Data
     checkpoint: Checkpoint = Checkpoint()
     tracking: Tracking = Tracking()
     eval: Eval = Eval()
@@ -233,7 +223,3 @@ class Config(Strict):
             return self.run.total_iters
         d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
         return d_acc * math.ceil(self.run.total_images / (self.images_per_iter(world_size) * d_acc))
-
-
-EMBEDDED_DEFAULT: dict[str, Any] = {"eval": {"every_iters": 1000, "num_samples": 2000, "features": "digits"}}
-"""What `load_config()` with no file adds to the class defaults: the digits run's FD8 evaluation."""

@@ -73,13 +73,18 @@ def schedule_lines(cfg: Config) -> list[str]:
 # --diff
 
 
+def _stated(value: object) -> object:
+    """A DeepSpeed value as the JSON states it; one it leaves out is DeepSpeed's default, which dsgan does not know."""
+    return "(DeepSpeed's default)" if value is None else value
+
+
 def _precision(ds: DeepSpeedConfig) -> str:
     if ds.fp16.enabled:
         if ds.fp16.loss_scale:
             return f"fp16, static loss scale {ds.fp16.loss_scale:g}"
         return (
-            f"fp16, dynamic loss scale from 2**{ds.fp16.initial_scale_power}, window {ds.fp16.loss_scale_window}, "
-            f"hysteresis {ds.fp16.hysteresis}"
+            f"fp16, dynamic loss scale from 2**{_stated(ds.fp16.initial_scale_power)}, window "
+            f"{_stated(ds.fp16.loss_scale_window)}, hysteresis {_stated(ds.fp16.hysteresis)}"
         )
     return ds.precision
 
@@ -109,7 +114,7 @@ def semantics(cfg: Config, world_size: int) -> list[tuple[str, str, str]]:
             ),
             ("optimizer", f"{role} type", ds.optimizer.type),
             *[("optimizer", f"{role} {k}", v) for k, v in ds.optimizer.params.model_dump().items() if v is not None],
-            ("optimizer", f"{role} gradient clipping", ds.gradient_clipping),
+            ("optimizer", f"{role} gradient clipping", _stated(ds.gradient_clipping)),
             ("optimizer", f"{role} LR scheduler", ds.scheduler.type if ds.scheduler else "none"),
             ("precision", role, _precision(ds)),
             ("precision", f"{role} ZeRO stage", ds.zero_optimization.stage),

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsgan.config import BigGANDiscriminator as DCfg
-from dsgan.config import BigGANGenerator as GCfg
+from dsgan.config.models import BigGANDiscriminator as DCfg
+from dsgan.config.models import BigGANGenerator as GCfg
 from dsgan.models.layers import (
     BatchNorm,
     ResBlockDown,

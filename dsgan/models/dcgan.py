@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsgan.config import DCGANDiscriminator as DCfg
-from dsgan.config import DCGANGenerator as GCfg
+from dsgan.config.models import DCGANDiscriminator as DCfg
+from dsgan.config.models import DCGANGenerator as GCfg
 from dsgan.models.layers import BatchNorm, SNConv2d, SNEmbedding, SNLinear, check_labels, num_resamplings, param_dtype
 
 

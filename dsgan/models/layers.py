@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsgan.config import Activation
+from dsgan.config.models import Activation
 
 
 def _fp32_buffer(module: nn.Module, name: str) -> torch.Tensor:

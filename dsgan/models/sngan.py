@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from dsgan.config import SNGANDiscriminator as DCfg
-from dsgan.config import SNGANGenerator as GCfg
+from dsgan.config.models import SNGANDiscriminator as DCfg
+from dsgan.config.models import SNGANGenerator as GCfg
 from dsgan.models.layers import (
     BatchNorm,
     ResBlockDown,

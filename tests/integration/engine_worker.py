@@ -125,9 +125,13 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
         {
             "train_micro_batch_size_per_gpu": micro,
             "gradient_accumulation_steps": acc,
-            "optimizer": {"type": "Adam", "params": {"lr": LR, "betas": BETAS, "eps": EPS, "torch_adam": True}},
+            "optimizer": {
+                "type": "Adam",
+                "params": {"lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": 0.0, "torch_adam": True},
+            },
+            "gradient_clipping": 0.0,  # DeepSpeed's default is 1.0
             "zero_optimization": {"stage": stage},
-            "bf16": {"enabled": precision == "bf16"},
+            "bf16": {"enabled": precision == "bf16", "immediate_grad_update": True, "check_grad_overflow": False},
         }
     )
     g, d = models()

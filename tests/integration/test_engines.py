@@ -60,3 +60,34 @@ def test_data_parallel_equivalence_all_zero_stages(tmp_path, reference):
         assert result["d_updates"] == result["g_updates"] == 3
     for s in (2, 3):  # ZeRO 1-3 share DeepSpeed's bf16 optimizer (fp32 master weights): same numbers
         assert_same(res[f"z{s}-bf16"], res["z1-bf16"], 1e-4, f"bf16 stage {s} vs stage 1")
+
+
+OMITTED = """
+import os, sys
+import deepspeed, torch
+from dsgan import distributed
+from dsgan.config import DeepSpeedConfig
+from dsgan.engines import build_engine
+
+distributed.init(distributed.detect(), timeout_seconds=120)
+handed = []
+initialize = deepspeed.initialize
+deepspeed.initialize = lambda **kw: handed.append(kw["config"]) or initialize(**kw)
+adam = {"type": "Adam", "params": {"lr": 1e-3, "torch_adam": True}}
+written = {"train_micro_batch_size_per_gpu": 2, "optimizer": adam}
+net = build_engine("generator", torch.nn.Linear(3, 1), DeepSpeedConfig.model_validate(written), 1)
+group = net.engine.optimizer.param_groups[0]
+torch.save({"written": written, "handed": handed, "betas": tuple(group["betas"]), "eps": group["eps"],
+            "fp16": net.engine.fp16_enabled()}, sys.argv[1])
+os._exit(0)
+"""
+
+
+def test_omitted_deepspeed_fields_reach_deepspeed_omitted(tmp_path):
+    """A JSON without betas, eps or fp16 trains with DeepSpeed's (here torch's Adam's) defaults, not dsgan's."""
+    out = tmp_path / "out.pt"
+    (result,) = launch(["-c", OMITTED, str(out)], world_size=1, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
+    got = torch.load(out, weights_only=False)
+    assert got["handed"] == [{**got["written"], "train_batch_size": 2, "gradient_accumulation_steps": 1}]
+    assert got["betas"] == (0.9, 0.999) and got["eps"] == 1e-8 and not got["fp16"]

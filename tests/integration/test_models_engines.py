@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 from launch import free_port
 from torch import nn
 
-from dsgan import config as c
 from dsgan.config import EMA as EMAConfig
 from dsgan.config import DeepSpeedConfig, Loss
+from dsgan.config import models as c
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, NetworkEngine
 from dsgan.models import build_discriminator, build_generator

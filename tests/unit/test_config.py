@@ -9,7 +9,8 @@ import pytest
 from tiny import BIGGAN32_10
 
 from dsgan.cli import main as cli_main
-from dsgan.config import Config, load_config
+from dsgan.config import DeepSpeedConfig, load_config
+from dsgan.config.load import DEFAULT_CONFIG
 from dsgan.errors import EXIT_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,11 +18,21 @@ REPO = Path(__file__).resolve().parents[2]
 GOOD_DS = {"train_micro_batch_size_per_gpu": 8, "optimizer": {"type": "Adam", "params": {"lr": 2e-4}}}
 
 
+G_MODEL = "{type: DCGANGenerator, output_scale: 16, num_classes: 10}"
+D_MODEL = "{type: DCGANDiscriminator, input_scale: 16, num_classes: 10, with_spectral_norm: true}"
+
+
 def run_yaml(ds_g: object = GOOD_DS, ds_d: object = GOOD_DS, **sections: str) -> dict[str, str]:
-    """A run config referring to g.json/d.json, with extra top-level YAML sections spliced in."""
-    body = "\n".join(f"{k}: {v}" for k, v in sections.items())
+    """A complete run config referring to g.json/d.json; `sections` replace or add top-level YAML sections."""
+    given = {
+        "run": "{total_iters: 8}",
+        "generator": f"{{model: {G_MODEL}, deepspeed: g.json}}",
+        "discriminator": f"{{model: {D_MODEL}, deepspeed: d.json}}",
+        "data": "{type: digits}",
+        **sections,
+    }
     files = {
-        "run.yaml": f"generator:\n  deepspeed: g.json\ndiscriminator:\n  deepspeed: d.json\n{body}\n",
+        "run.yaml": "\n".join(f"{k}: {v}" for k, v in given.items()) + "\n",
         "g.json": ds_g if isinstance(ds_g, str) else json.dumps(ds_g),
         "d.json": ds_d if isinstance(ds_d, str) else json.dumps(ds_d),
     }
@@ -134,7 +145,21 @@ CASES = [
         ["--set", "generator.model.type=StyleGAN2Generator"],
         "generator.model: Input tag 'StyleGAN2Generator'",
     ),
-    ("missing-model-type", run_yaml(generator="{model: {noise_size: 3}}"), [], "generator.model: missing 'type'"),
+    (
+        "missing-model-type",
+        run_yaml(generator="{model: {noise_size: 3}, deepspeed: g.json}"),
+        [],
+        "generator.model: missing 'type'",
+    ),
+    ("missing-model", run_yaml(generator="{deepspeed: g.json}"), [], "generator.model: Field required"),
+    ("missing-data", {"run.yaml": "run: {total_iters: 8}\n"}, [], "run.yaml: data: Field required"),
+    ("missing-length", run_yaml(run="{dir: here}"), [], "run: set exactly one of total_iters and total_images"),
+    (
+        "missing-optimizer",
+        run_yaml(ds_g={"train_micro_batch_size_per_gpu": 8}),
+        [],
+        "g.json: generator.deepspeed.optimizer: Field required",
+    ),
     (
         "scale-mismatch",
         run_yaml(),
@@ -226,7 +251,7 @@ def test_cli_subprocess_prints_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+SHIPPED = [DEFAULT_CONFIG, *sorted((REPO / "configs").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -244,9 +269,29 @@ def test_every_shipped_deepspeed_config_is_used_and_valid():
     assert used == {p.name for p in (REPO / "ds_configs").glob("*.json")}
 
 
-def test_default_config_is_the_digits_yaml():
-    assert load_config(REPO / "configs" / "digits.yaml") == load_config()
-    assert load_config().eval.every_iters and Config().eval.every_iters is None
+def test_run_dir_is_stated_or_named_after_the_config_file(tmp_path):
+    assert load_config().run.dir == Path("runs/digits")  # stated by the default file itself
+    files = run_yaml()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "biggan_try.yaml").write_text(files["run.yaml"])
+    assert load_config(tmp_path / "biggan_try.yaml").run.dir == Path("runs/biggan_try")
+    (tmp_path / "mine.yaml").write_text(files["run.yaml"].replace("{total_iters: 8}", "{total_iters: 8, dir: x/y}"))
+    assert load_config(tmp_path / "mine.yaml").run.dir == Path("x/y")
+
+
+def test_deepspeed_config_is_handed_over_as_written():
+    """No dsgan default reaches DeepSpeed: the JSON, plus the batch arithmetic dsgan sets."""
+    written = {
+        "train_micro_batch_size_per_gpu": 8,
+        "optimizer": {"type": "Adam", "params": {"lr": 0.001}},
+        "zero_optimization": {"stage": 2, "overlap_comm": True},
+        "wall_clock_breakdown": True,
+    }
+    cfg = DeepSpeedConfig.model_validate(written)
+    assert cfg.to_deepspeed(4) == {**written, "train_batch_size": 32, "gradient_accumulation_steps": 1}
+    assert cfg.optimizer.params.betas is None and not cfg.fp16.enabled and not cfg.bf16.enabled
+    assert DeepSpeedConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # overrides and resume reread dumps
 
 
 def test_biggan128_is_the_seed():
@@ -271,7 +316,7 @@ def test_override_keeps_other_defaults_and_type_switch_resets():
         None,
         ["run.total_iters=7", *BIGGAN32_10],
     )
-    assert cfg.run.total_iters == 7 and cfg.run.log_every_iters == Config().run.log_every_iters
+    assert cfg.run.total_iters == 7 and cfg.run.log_every_iters == load_config().run.log_every_iters
     assert cfg.generator.model.base_channels == 96  # BigGAN's default, not DCGAN's
 
 
@@ -294,3 +339,18 @@ def test_total_images_converts_with_world_size():
 def test_passthrough_keys_reach_deepspeed():
     cfg = load_config(None, ["generator.deepspeed.wall_clock_breakdown=true"])
     assert cfg.generator.deepspeed.to_deepspeed(1)["wall_clock_breakdown"] is True
+
+
+def test_resume_invariants_read_absent_deepspeed_keys_as_deepspeed_does():
+    """A JSON that leaves out fp16/bf16/ZeRO means them off, so it resumes a checkpoint whose config spelt them out."""
+    from dsgan.checkpoint import check_compatible
+    from dsgan.errors import ConfigError
+
+    cfg = load_config()
+    assert "fp16" not in cfg.model_dump(mode="json")["generator"]["deepspeed"]
+    saved = cfg.model_dump(mode="json")
+    saved["generator"]["deepspeed"].update(fp16={"enabled": False}, bf16={"enabled": False})
+    check_compatible(saved, cfg, saved_world=1, world_size=1)
+    saved["generator"]["deepspeed"]["fp16"] = {"enabled": True}
+    with pytest.raises(ConfigError, match="generator.deepspeed.fp16.enabled: checkpoint has true, config has false"):
+        check_compatible(saved, cfg, saved_world=1, world_size=1)

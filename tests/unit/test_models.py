@@ -7,7 +7,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from dsgan import config as c
+from dsgan.config import models as c
 from dsgan.models import build_discriminator, build_generator, count_parameters, parameter_report, truncated_noise
 from dsgan.models.biggan import BigGANDiscriminator, BigGANGenerator
 from dsgan.models.layers import BatchNorm, SelfAttention, SNConv2d, SNLinear, SpectralNorm
