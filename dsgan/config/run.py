@@ -11,6 +11,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from dsgan.config.base import NonNegativeFloat, Strict
 from dsgan.config.deepspeed import DeepSpeedConfig
 from dsgan.config.models import DiscriminatorModel, GeneratorModel, has_spectral_norm
+from dsgan.schedule import Schedule
 
 
 class GeneratorEngine(Strict):
@@ -23,7 +24,7 @@ class DiscriminatorEngine(Strict):
     deepspeed: DeepSpeedConfig
 
 
-class Schedule(Strict):
+class ScheduleConfig(Strict):
     """MMagic 1.x meaning: consecutive *optimizer updates* of each network before the other one is updated.
 
     One data batch per iteration; D trains one micro-batch per iteration; after `discriminator_steps` D updates
@@ -152,7 +153,7 @@ class Config(Strict):
     refused rather than completed from another run."""
 
     run: Run
-    schedule: Schedule = Schedule()
+    schedule: ScheduleConfig = ScheduleConfig()
     loss: Loss = Loss()
     generator: GeneratorEngine
     discriminator: DiscriminatorEngine
@@ -195,17 +196,17 @@ class Config(Strict):
             raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
         if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:
             raise ValueError("eval.features='digits' only applies to data.type='digits'; use 'inception'")
-        d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
+        schedule = Schedule.of(self)
         for name, value in (
             ("run.total_iters", self.run.total_iters),
             ("checkpoint.every_iters", self.checkpoint.every_iters),
             ("checkpoint.milestone_every_iters", self.checkpoint.milestone_every_iters),
             ("eval.every_iters", self.eval.every_iters),
         ):
-            if value is not None and value % d_acc:
+            if value is not None and not schedule.is_boundary(value):
                 raise ValueError(
                     f"{name}={value} is not a multiple of discriminator.deepspeed.gradient_accumulation_steps="
-                    f"{d_acc}: checkpoints (and the end of the run) must fall on a D update, where no gradients are "
+                    f"{schedule.d_accumulation}: checkpoints (and the end of the run) must fall on a D update, where no gradients are "
                     "half-accumulated"
                 )
         if self.loss.type == "wgan" and self.loss.gp_weight == 0 and not has_spectral_norm(d):
@@ -221,5 +222,5 @@ class Config(Strict):
     def total_iters_for(self, world_size: int) -> int:
         if self.run.total_iters is not None:
             return self.run.total_iters
-        d_acc = self.discriminator.deepspeed.gradient_accumulation_steps
+        d_acc = Schedule.of(self).d_accumulation  # whole D updates: the run ends on a boundary
         return d_acc * math.ceil(self.run.total_images / (self.images_per_iter(world_size) * d_acc))
