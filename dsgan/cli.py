@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from dsgan.errors import ConfigError, DsganError
+from dsgan.errors import ConfigError, user_error
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -125,19 +125,38 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
 
 
-def _add_config_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("config", type=Path, nargs=None if required else "?", help="run config (YAML/JSON/TOML)")
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """How every subcommand that reads a run config takes it."""
+    p.add_argument("--config", type=Path, help="run config (YAML/JSON/TOML); default: the embedded digits run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (YAML value)")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """`dsgan train`'s arguments; also those of `python -m dsgan.train` and `deepspeed dsgan/train.py`."""
+    _add_config_args(p)
+    p.add_argument("--run-dir", type=Path, help="overrides run.dir")
+    p.add_argument("--resume", type=Path, help="resume from this checkpoint dir instead of the newest in the run dir")
+    # The deepspeed launcher appends --local_rank=N (torchrun and srun set LOCAL_RANK instead).
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dsgan.train import exit_process, run
+
+    exit_process(run(args))  # skips interpreter teardown (see exit_process)
+    return 0  # not reached
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsgan", description="DeepSpeed-backed GAN training.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("train", help="train (all options: dsgan train --help)", add_help=False)
+    p = sub.add_parser("train", help="train, or resume, a run (one process; see README, Launching, for more)")
+    add_train_arguments(p)
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("validate-config", help="validate a run config and print it fully resolved")
-    _add_config_args(p, required=False)
+    _add_config_args(p)
     p.add_argument("--world-size", type=int, default=None, help="check train_batch_size against this world size")
     p.add_argument(
         "--device",
@@ -171,18 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_migrate)
 
     p = sub.add_parser("params", help="print G and D parameter counts of a config")
-    _add_config_args(p, required=False)
+    _add_config_args(p)
     p.set_defaults(func=_params)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        from dsgan.train import exit_process
-        from dsgan.train import main as train_main
-
-        exit_process(train_main(argv[1:]))
     args = build_parser().parse_args(argv)
     if getattr(args, "device", "unset") is None:
         import torch
@@ -190,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         return args.func(args)
-    except DsganError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        if (known := user_error(exc)) is None:
+            raise
+        print(f"error: {known[1]}", file=sys.stderr)
+        return known[0]
 
 
 if __name__ == "__main__":

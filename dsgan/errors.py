@@ -38,3 +38,25 @@ class CheckpointError(DsganError):
 
 class RunDirBusyError(DsganError):
     exit_code = EXIT_RUN_DIR_BUSY
+
+
+def user_error(exc: BaseException, rank: int = 0, world_size: int = 1) -> tuple[int, str] | None:
+    """The exit code and one-line message for an exception that ends a run or a command because of its input or
+    its surroundings (a bad config, a dead rank, a diverged fp16 run); None for anything else: a bug, whose
+    traceback is wanted. The one mapping used by `dsgan train`, the other subcommands and `dsgan migrate`."""
+    if isinstance(exc, DsganError):
+        return exc.exit_code, str(exc)
+    from dsgan.distributed import is_collective_failure
+
+    if world_size > 1 and is_collective_failure(exc):
+        return EXIT_COLLECTIVE, (
+            f"a collective failed on rank {rank} ({str(exc).strip().splitlines()[-1][:300]}). Another rank died or "
+            "stopped taking part (its log has the first error), or none answered within "
+            "run.collective_timeout_seconds. The last complete checkpoint is intact: rerun the same command to resume."
+        )
+    if "loss scale already at minimum" in str(exc):  # DeepSpeed raises a bare Exception when fp16 training collapses
+        return EXIT_NONFINITE, (
+            f"fp16 training diverged: the loss scaler overflowed at its minimum scale ({exc}). Lower the learning "
+            "rates, enable gradient_clipping, or use bf16; the last checkpoint is intact."
+        )
+    return None

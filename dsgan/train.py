@@ -32,20 +32,13 @@ import yaml
 
 from dsgan import checkpoint, distributed
 from dsgan.checkpoint import TrainerState
+from dsgan.cli import add_train_arguments
 from dsgan.config import Config, config_hash, load_config
 from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loader
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
-from dsgan.errors import (
-    EXIT_COLLECTIVE,
-    EXIT_NONFINITE,
-    EXIT_OK,
-    EXIT_PREEMPTED,
-    ConfigError,
-    DsganError,
-    NonFiniteLossError,
-)
+from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NonFiniteLossError, user_error
 from dsgan.eval.run import Evaluator
 from dsgan.models import build_discriminator, build_generator
 from dsgan.samples import fixed_noise, save_grid
@@ -84,11 +77,7 @@ class Run:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dsgan train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config", type=Path, help="run config (YAML/JSON/TOML); default: the embedded digits run")
-    p.add_argument("--run-dir", type=Path, help="overrides run.dir")
-    p.add_argument("--resume", type=Path, help="resume from this checkpoint dir instead of the newest in the run dir")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_train_arguments(p)
     return p.parse_args(argv)
 
 
@@ -365,7 +354,11 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`dsgan train` with parsed arguments (see dsgan.cli.add_train_arguments); returns the exit code."""
     env = distributed.detect(args.local_rank)
     setup_logging(env)
     overrides = list(args.set) + ([f"run.dir={args.run_dir}"] if args.run_dir else [])
@@ -374,29 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides, world_size=env.world_size, device=env.device.type)
         return train(build(cfg, env, args.resume, stop_requested))
-    except DsganError as exc:
-        log.error("error: %s", exc)
-        return exc.exit_code
-    except RuntimeError as exc:
-        if env.world_size == 1 or not distributed.is_collective_failure(exc):
+    except Exception as exc:
+        if (known := user_error(exc, env.rank, env.world_size)) is None:
             raise
-        log.error(
-            "error: a collective failed on rank %d (%s). Another rank died or stopped taking part (its log has the "
-            "first error), or none answered within run.collective_timeout_seconds. The last complete checkpoint is "
-            "intact: rerun the same command to resume.",
-            env.rank,
-            str(exc).strip().splitlines()[-1][:300],
-        )
-        return EXIT_COLLECTIVE
-    except Exception as exc:  # DeepSpeed raises a bare Exception when fp16 training collapses
-        if "loss scale already at minimum" not in str(exc):
-            raise
-        log.error(
-            "error: fp16 training diverged: the loss scaler overflowed at its minimum scale (%s). Lower the learning "
-            "rates, enable gradient_clipping, or use bf16; the last checkpoint is intact.",
-            exc,
-        )
-        return EXIT_NONFINITE
+        log.error("error: %s", known[1])
+        return known[0]
 
 
 def exit_process(code: int) -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dsgan.config import load_config
-from dsgan.errors import ConfigError
+from dsgan.errors import ConfigError, user_error
 from dsgan.migrate.convert import migrate, write_config
 from dsgan.migrate.report import render_diff, render_report
 
@@ -76,6 +76,8 @@ def main_migrate(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_migrate(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        if (known := user_error(exc)) is None:
+            raise
+        print(f"error: {known[1]}", file=sys.stderr)
+        return known[0]
