@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dsgan.atomic import write_atomic
 from dsgan.config import Config, DeepSpeedConfig
 from dsgan.distributed import DistEnv, barrier, broadcast_object
 from dsgan.engines import EngineDict
@@ -153,12 +154,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save(
     run_dir: Path,
     state: TrainerState,
@@ -179,9 +174,11 @@ def save(
     barrier(env)
     for name, net in engines.items():
         net.engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
-    _atomic_torch_save(_rng_state(), tmp / f"rng-rank{env.rank}.pt")
+    rng = _rng_state()
+    write_atomic(tmp / f"rng-rank{env.rank}.pt", lambda f: torch.save(rng, f))
     if env.is_main:
-        _atomic_torch_save(dataclasses.asdict(state), tmp / TRAINER)
+        trainer = dataclasses.asdict(state)
+        write_atomic(tmp / TRAINER, lambda f: torch.save(trainer, f))
     barrier(env)
     if env.is_main:
         _seal(tmp, final, state.iteration, best)
@@ -198,15 +195,13 @@ def _seal(tmp: Path, final: Path, iteration: int, best: bool) -> None:
         "iteration": iteration,
         "files": {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files},
     }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_atomic(tmp / MANIFEST, lambda f: f.write_text(json.dumps(manifest, indent=1)))
     if final.exists():  # same iteration saved before (e.g. end of run after a signal save)
         shutil.rmtree(final)
     os.replace(tmp, final)
     root = final.parent
     for marker in ("latest", "best") if best else ("latest",):
-        marker_tmp = root / f"{marker}.tmp"
-        marker_tmp.write_text(final.name)
-        os.replace(marker_tmp, root / marker)
+        write_atomic(root / marker, lambda f: f.write_text(final.name))
 
 
 def _prune(root: Path, keep_last: int, milestone_every: int | None) -> None:

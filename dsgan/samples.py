@@ -7,13 +7,14 @@ sampling neither depends on nor disturbs the training RNG.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from dsgan.atomic import write_atomic
 
 FIXED_NOISE_SALT = 12345
 """Added to the run seed so the snapshot noise is not the same stream as anything else seeded by it."""
@@ -56,16 +57,9 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def _atomic_png(pixels: np.ndarray, path: Path) -> None:
-    """Write to a temporary name in the same folder, then rename: readers (wandb, a browser) never see half a
-    PNG, and a crash leaves either the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_png(pixels: np.ndarray, path: Path) -> None:
+    image = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
+    write_atomic(path, lambda f: image.save(f, format="PNG"))
 
 
 def save_grid(images: torch.Tensor, path: Path | str, nrow: int, padding: int = 2) -> None:
@@ -80,7 +74,7 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: int, padding: int = 
         r, col = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
         grid[top : top + h, left : left + w] = pixels[i]
-    _atomic_png(grid, Path(path))
+    _write_png(grid, Path(path))
 
 
 def save_folder(images: torch.Tensor, labels: torch.Tensor | None, out_dir: Path | str) -> None:
@@ -88,7 +82,7 @@ def save_folder(images: torch.Tensor, labels: torch.Tensor | None, out_dir: Path
     pixels = _to_uint8(images)
     for i, image in enumerate(pixels):
         suffix = f"_c{int(labels[i])}" if labels is not None else ""
-        _atomic_png(image, Path(out_dir) / f"{i:06d}{suffix}.png")
+        _write_png(image, Path(out_dir) / f"{i:06d}{suffix}.png")
 
 
 @torch.no_grad()

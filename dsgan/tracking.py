@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsgan.atomic import write_atomic
 from dsgan.config import Wandb
 
 log = logging.getLogger("dsgan")
@@ -116,9 +117,7 @@ def _drop_records_after(path: Path, iteration: int) -> None:
     kept = [line for line in lines if _iteration(line) <= iteration]
     if len(kept) == len(lines):
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write_text("".join(kept)))
     log.warning(
         "%s: dropped %d record(s) after iteration %d (written by an earlier process that did not reach a checkpoint "
         "past it)",

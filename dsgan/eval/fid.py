@@ -9,7 +9,6 @@ of the same checkpoint score the same images (the Inception Score splits include
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dsgan.atomic import write_atomic
 from dsgan.eval.features import FeatureExtractor
 from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
 
@@ -59,17 +59,11 @@ def read_reference(path: Path) -> ReferenceStats | None:
 
 
 def write_reference(path: Path, stats: ReferenceStats) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count), key=np.str_(stats.key))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def write(f: Path) -> None:
+        with f.open("wb") as out:  # a file object: np.savez would add ".npz" to the temporary name
+            np.savez(out, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count), key=np.str_(stats.key))
+
+    write_atomic(path, write)
 
 
 def load_or_compute_reference(

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tiny import TinyGenerator
 
-from dsgan import samples
+from dsgan import atomic
 from dsgan.samples import fixed_noise, generate, save_folder, save_grid, truncated_noise
 
 
@@ -28,13 +28,15 @@ def test_grid_dimensions_padding_and_pixels(tmp_path):
 
 
 def test_grid_write_is_atomic(tmp_path, monkeypatch):
+    """PNGs go through dsgan.atomic.write_atomic (as checkpoints and reference statistics do): a failed rename leaves
+    the old file and no temporary."""
     save_grid(torch.zeros(2, 3, 4, 4), tmp_path / "grid.png", nrow=2)
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
 
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(samples.os, "replace", fail)
+    monkeypatch.setattr(atomic.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         save_grid(torch.ones(2, 3, 4, 4), tmp_path / "grid.png", nrow=2)
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # old file intact, no temporary left
