@@ -44,7 +44,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from dsgan.checkpoint import load_generator
-    from dsgan.samples import generate, save_folder, save_grid
+    from dsgan.samples import sample, save_folder, save_grid
 
     generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
     num_classes = cfg.generator.model.num_classes
@@ -57,7 +57,7 @@ def _sample(args: argparse.Namespace) -> int:
     if classes and (not num_classes or not all(0 <= c < num_classes for c in classes)):
         raise ConfigError(f"--classes {args.classes}: the model has {num_classes} classes")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images, labels = generate(
+    images, labels = sample(
         generator.to(device), args.num, classes, args.truncation, args.seed, args.batch_size, device
     )
     if args.out_dir:

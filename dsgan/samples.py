@@ -7,6 +7,8 @@ sampling neither depends on nor disturbs the training RNG.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +87,31 @@ def save_folder(images: torch.Tensor, labels: torch.Tensor | None, out_dir: Path
         _write_png(image, Path(out_dir) / f"{i:06d}{suffix}.png")
 
 
-@torch.no_grad()
-def generate(
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """eval() and no_grad for the duration; every submodule's own training flag is restored afterwards (a module
+    kept in eval inside a training network stays so)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def generate(generator: nn.Module, z: torch.Tensor, y: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
+    """The one way dsgan runs G for images rather than for training: `G(z, y)` in `eval_mode` (BatchNorm running
+    statistics, no gradients), with z in G's parameter dtype (a bf16 module takes bf16 noise); float32 on
+    `device`. Autocast, where wanted, is the caller's context."""
+    param = next(generator.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    with eval_mode(generator):
+        return generator(z.to(device=device, dtype=dtype), None if y is None else y.to(device)).float()
+
+
+def sample(
     generator: nn.Module,
     num: int,
     classes: list[int] | None,
@@ -96,8 +121,8 @@ def generate(
     device: torch.device | str,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`num` images (float32, on the CPU) and their labels (None when unconditional), with labels cycling over
-    `classes` (default: all). All noise is drawn up front from `seed`, so the images do not depend on
-    `batch_size`; G runs in eval mode (BatchNorm running statistics) and its mode is restored afterwards."""
+    `classes` (default: all), for `dsgan sample`. All noise is drawn up front from `seed`, so the images do not
+    depend on `batch_size`."""
     if num <= 0 or batch_size <= 0:
         raise ValueError(f"num={num} and batch_size={batch_size} must be > 0")
     num_classes = generator.num_classes
@@ -110,13 +135,9 @@ def generate(
     elif classes:
         raise ValueError(f"classes={classes}: the generator is unconditional")
     z = truncated_noise(num, generator.noise_size, truncation, torch.Generator().manual_seed(seed))
-    was_training = generator.training
-    generator.eval()
-    try:
-        out = []
-        for start in range(0, num, batch_size):
-            y = labels[start : start + batch_size].to(device) if labels is not None else None
-            out.append(generator(z[start : start + batch_size].to(device), y).float().cpu())
-    finally:
-        generator.train(was_training)
+    batches = range(0, num, batch_size)
+    out = [
+        generate(generator, z[i : i + batch_size], None if labels is None else labels[i : i + batch_size], device).cpu()
+        for i in batches
+    ]
     return torch.cat(out), labels

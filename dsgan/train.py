@@ -41,7 +41,7 @@ from dsgan.engines import EngineDict, build_engines
 from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NonFiniteLossError, user_error
 from dsgan.eval.run import Evaluator
 from dsgan.models import build_discriminator, build_generator
-from dsgan.samples import fixed_noise, save_grid
+from dsgan.samples import fixed_noise, generate, save_grid
 from dsgan.schedule import Schedule
 from dsgan.steps import IntervalStats, d_step, g_step, sample_latents
 from dsgan.tracking import Tracker, progress_line
@@ -282,11 +282,8 @@ def _write_samples(run: Run) -> None:
     rows = g_model.num_classes or 8
     z, y = fixed_noise(g_model.num_classes, 10 if g_model.num_classes else 8, g_model.noise_size, run.cfg.run.seed)
     model = run.ema.module if run.ema is not None else run.engines["generator"].module
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), run.engines["generator"].optim_context():
-        images = model(z.to(run.env.device), None if y is None else y.to(run.env.device)).float().cpu()
-    model.train(was_training)
+    with run.engines["generator"].optim_context():
+        images = generate(model, z, y, run.env.device).cpu()
     if run.env.is_main:
         path = run.cfg.run.dir / "samples" / f"iter_{run.state.iteration:08d}.png"
         save_grid(images, path, nrow=len(images) // rows)

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from dsgan.eval.features import DIGITS_MAX, digits_classifier, digits_pixels, digits_real
-from dsgan.eval.fid import eval_mode, generate
+from dsgan.eval.fid import sample_noise
 from dsgan.eval.metrics import feature_statistics, frechet_distance
+from dsgan.samples import generate
 
 NUM_CLASSES = 10
 
@@ -85,11 +86,10 @@ def evaluate_digits(
         )
     indices = list(range(len(labels)))
     parts = []
-    with eval_mode(generator):
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            images = generate(generator, chunk, seed, device, labels=labels[start : start + batch_size])
-            parts.append(digits_pixels(images).cpu())
+    for start in range(0, len(indices), batch_size):
+        z = sample_noise(indices[start : start + batch_size], seed, generator.noise_size)
+        y = labels[start : start + batch_size] if conditional else None
+        parts.append(digits_pixels(generate(generator, z, y, device)).cpu())
     feats = torch.cat(parts).double().numpy()
     fd8 = frechet_distance(*feature_statistics(feats), real.mu, real.sigma)
     if np.isfinite(feats).all():

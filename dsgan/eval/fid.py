@@ -8,9 +8,8 @@ of the same checkpoint score the same images (the Inception Score splits include
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 from dsgan.atomic import write_atomic
 from dsgan.eval.features import FeatureExtractor
 from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
+from dsgan.samples import generate
 
 IS_SPLITS = 10
 
@@ -127,37 +127,6 @@ def sample_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor | No
     return torch.tensor([i % num_classes for i in indices], dtype=torch.long)
 
 
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """eval() and no_grad for the duration; every submodule's own training flag is restored afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def generate(
-    generator: nn.Module,
-    indices: Sequence[int],
-    seed: int,
-    device: torch.device | str,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Generator output (float32, on ``device``) for the given sample indices; labels default to
-    ``sample_labels``. Call inside ``eval_mode``."""
-    z = sample_noise(indices, seed, generator.noise_size)
-    if labels is None:
-        labels = sample_labels(indices, generator.num_classes)
-    param = next(generator.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    y = labels.to(device) if generator.num_classes else None
-    return generator(z.to(device=device, dtype=dtype), y).float()
-
-
 def evaluate_generator(
     generator: nn.Module,
     extractor: FeatureExtractor,
@@ -180,17 +149,21 @@ def evaluate_generator(
         raise ValueError(f"world_size={world_size} but no process group is initialised")
     local = list(range(rank, num_samples, world_size))
     features, logits = [], []
-    with eval_mode(generator):
-        # The same number of forwards on every rank, although the shards differ by up to one sample: a ZeRO-3
-        # generator gathers its parameters collectively in every forward. A rank short of a batch runs one on
-        # sample 0 and drops it.
-        for start in range(0, -(-num_samples // world_size), batch_size):  # the largest shard
-            chunk = local[start : start + batch_size]
-            images = generate(generator, chunk or [0], seed, device)
-            if chunk:
-                f, lg = extractor(images)
-                features.append(f)
-                logits.append(lg)
+    # The same number of forwards on every rank, although the shards differ by up to one sample: a ZeRO-3
+    # generator gathers its parameters collectively in every forward. A rank short of a batch runs one on
+    # sample 0 and drops it.
+    for start in range(0, -(-num_samples // world_size), batch_size):  # the largest shard
+        chunk = local[start : start + batch_size] or [0]
+        images = generate(
+            generator,
+            sample_noise(chunk, seed, generator.noise_size),
+            sample_labels(chunk, generator.num_classes),
+            device,
+        )
+        if start < len(local):
+            f, lg = extractor(images)
+            features.append(f)
+            logits.append(lg)
     # Gathered rows are rank 0's samples, then rank 1's, ...: put them back in sample order.
     order = torch.tensor([i for r in range(world_size) for i in range(r, num_samples, world_size)])
     inverse = torch.empty_like(order)

@@ -17,7 +17,8 @@ from dsgan.eval import (
     sample_labels,
     sample_noise,
 )
-from dsgan.eval.fid import eval_mode, read_reference
+from dsgan.eval.fid import read_reference
+from dsgan.samples import eval_mode
 
 
 def _reference() -> ReferenceStats:

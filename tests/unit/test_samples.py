@@ -1,4 +1,4 @@
-"""Sample grids, numbered folders, fixed noise, truncation and `generate`."""
+"""Sample grids, numbered folders, fixed noise, truncation, `sample` and `eval_mode`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 from tiny import TinyGenerator
 
 from dsgan import atomic
-from dsgan.samples import fixed_noise, generate, save_folder, save_grid, truncated_noise
+from dsgan.samples import fixed_noise, sample, save_folder, save_grid, truncated_noise
 
 
 def test_grid_dimensions_padding_and_pixels(tmp_path):
@@ -83,20 +83,20 @@ def test_truncation_bound_and_distribution():
 
 def test_generate_conditional_cycles_classes_and_is_batch_independent():
     generator = TinyGenerator(output_scale=4).train()
-    images, labels = generate(generator, 7, [3, 5], None, seed=1, batch_size=3, device="cpu")
+    images, labels = sample(generator, 7, [3, 5], None, seed=1, batch_size=3, device="cpu")
     assert images.shape == (7, 3, 4, 4) and not images.requires_grad
     assert labels.tolist() == [3, 5, 3, 5, 3, 5, 3]
     assert generator.training  # mode restored
-    again, _ = generate(generator.eval(), 7, [3, 5], None, seed=1, batch_size=7, device="cpu")
+    again, _ = sample(generator.eval(), 7, [3, 5], None, seed=1, batch_size=7, device="cpu")
     assert not generator.training
     assert torch.allclose(images, again, atol=1e-6)
-    _, all_labels = generate(generator, 12, None, None, seed=1, batch_size=12, device="cpu")
+    _, all_labels = sample(generator, 12, None, None, seed=1, batch_size=12, device="cpu")
     assert all_labels.tolist() == list(range(10)) + [0, 1]
 
 
 def test_generate_truncation_and_unconditional():
     generator = TinyGenerator(num_classes=0, output_scale=4)
-    images, labels = generate(generator, 5, None, 0.5, seed=0, batch_size=2, device="cpu")
+    images, labels = sample(generator, 5, None, 0.5, seed=0, batch_size=2, device="cpu")
     assert images.shape == (5, 3, 4, 4) and labels is None
     assert all(y is None and z.abs().max() <= 0.5 for z, y in generator.calls)
     assert sum(len(z) for z, _ in generator.calls) == 5
@@ -105,4 +105,4 @@ def test_generate_truncation_and_unconditional():
 @pytest.mark.parametrize(("num_classes", "classes", "message"), [(0, [1], "unconditional"), (10, [10], "num_classes")])
 def test_generate_rejects_bad_classes(num_classes, classes, message):
     with pytest.raises(ValueError, match=message):
-        generate(TinyGenerator(num_classes), 2, classes, None, seed=0, batch_size=2, device="cpu")
+        sample(TinyGenerator(num_classes), 2, classes, None, seed=0, batch_size=2, device="cpu")
