@@ -93,6 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"iteration {iteration}: {evaluate_digits(generator, device, seed=args.seed).format()}")
         return 0
     from dsgan.config import Config
+    from dsgan.distributed import DistEnv
     from dsgan.eval.run import Evaluator
 
     changes = {
@@ -107,7 +108,7 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = Config.model_validate(
         {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
     )
-    evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, 0, 1, device)
+    evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, DistEnv.single(device))
     metrics = evaluator(generator)
     print(
         f"iteration {iteration}, {cfg.eval.num_samples} samples, {evaluator.name}: "

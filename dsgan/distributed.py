@@ -11,11 +11,14 @@ import datetime
 import os
 import socket
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from dsgan.errors import ConfigError, RankDisagreementError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,11 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @classmethod
+    def single(cls, device: torch.device | str = "cpu") -> DistEnv:
+        """One process, no process group (`dsgan eval`, `dsgan sample`, tests)."""
+        return cls(rank=0, local_rank=0, world_size=1, device=torch.device(device))
 
 
 def detect(local_rank_arg: int | None = None) -> DistEnv:
@@ -112,7 +120,8 @@ def agree(counters: dict[str, int], expected: dict[str, int], flags: torch.Tenso
     return [any(row[len(names) + i] for row in rows) for i in range(flags.numel())]
 
 
-def broadcast_object(obj: object, env: DistEnv) -> object:
+def broadcast_object(obj: T, env: DistEnv) -> T:
+    """Rank 0's `obj` on every rank (the others' argument is ignored): the one object broadcast."""
     if env.world_size == 1:
         return obj
     box = [obj]

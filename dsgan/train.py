@@ -294,7 +294,7 @@ def _evaluate(run: Run) -> bool:
     """FID (FD8 for the digits extractor) of the EMA G (else G) on every rank; True when it is the best so far."""
     env = run.env
     if run.evaluator is None:
-        run.evaluator = Evaluator(run.cfg, run.cfg.run.dir, env.rank, env.world_size, env.device)
+        run.evaluator = Evaluator(run.cfg, run.cfg.run.dir, env)
     model = run.ema.module if run.ema is not None else run.engines["generator"].module
     start = time.perf_counter()
     with run.engines["generator"].optim_context():

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from dsgan.atomic import write_atomic
+from dsgan.distributed import DistEnv, broadcast_object
 from dsgan.eval.features import FeatureExtractor
 from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
 from dsgan.samples import generate
@@ -34,16 +34,6 @@ class ReferenceStats:
     sigma: np.ndarray
     count: int
     key: str
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _broadcast(obj: object) -> object:
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def read_reference(path: Path) -> ReferenceStats | None:
@@ -67,7 +57,7 @@ def write_reference(path: Path, stats: ReferenceStats) -> None:
 
 
 def load_or_compute_reference(
-    path: str | Path, compute_fn: Callable[[], tuple[np.ndarray, np.ndarray, int]], key: str
+    path: str | Path, compute_fn: Callable[[], tuple[np.ndarray, np.ndarray, int]], key: str, env: DistEnv
 ) -> ReferenceStats:
     """Reference statistics from ``path`` if its key matches ``key``; else ``compute_fn() -> (mu, sigma, count)``,
     written back atomically.
@@ -77,26 +67,23 @@ def load_or_compute_reference(
     collectives (e.g. ``dataset_statistics``).
     """
     path = Path(path)
-    distributed = _distributed()
-    is_main = not distributed or dist.get_rank() == 0
-    cached = read_reference(path) if is_main else None
+    cached = read_reference(path) if env.is_main else None
     if cached is not None and cached.key != key:
         cached = None
-    if distributed:
-        cached = _broadcast(cached)
+    cached = broadcast_object(cached, env)
     if cached is not None:
         return cached
     mu, sigma, count = compute_fn()
-    stats = ReferenceStats(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), int(count), key)
-    if distributed:
-        stats = _broadcast(stats)
-    if is_main:
+    stats = broadcast_object(
+        ReferenceStats(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), int(count), key), env
+    )
+    if env.is_main:
         write_reference(path, stats)
     return stats
 
 
 def dataset_statistics(
-    extractor: FeatureExtractor, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]], device: torch.device | str
+    extractor: FeatureExtractor, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]], env: DistEnv
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, sigma, count) of the real images in ``batches`` ([B, C, H, W] in [-1, 1], or (images, labels) pairs),
     gathered over ranks. Each rank must iterate a disjoint shard: a sampler that pads the last batch with
@@ -104,8 +91,8 @@ def dataset_statistics(
     parts = []
     for batch in batches:
         images = batch if isinstance(batch, torch.Tensor) else batch[0]
-        parts.append(extractor(images.to(device))[0])
-    features = gather_features(torch.cat(parts))
+        parts.append(extractor(images.to(env.device))[0])
+    features = gather_features(torch.cat(parts), env)
     mu, sigma = feature_statistics(features)
     return mu, sigma, features.shape[0]
 
@@ -134,19 +121,16 @@ def evaluate_generator(
     batch_size: int,
     reference_stats: ReferenceStats,
     seed: int,
-    rank: int,
-    world_size: int,
-    device: torch.device | str,
+    env: DistEnv,
 ) -> dict[str, float]:
     """{"fid"} (and {"is_mean", "is_std"} for the Inception extractor) of ``num_samples`` generated images.
 
     Every rank must call this (features are gathered) and every rank gets the same result. ``batch_size`` is per
     rank. With ``DigitsFeatures`` "fid" is FD8 in the digits' pixel space, not an Inception FID.
     """
+    rank, world_size = env.rank, env.world_size
     if num_samples < max(2, world_size):
         raise ValueError(f"eval.num_samples={num_samples} must be at least max(2, world_size={world_size})")
-    if world_size > 1 and not _distributed():
-        raise ValueError(f"world_size={world_size} but no process group is initialised")
     local = list(range(rank, num_samples, world_size))
     features, logits = [], []
     # The same number of forwards on every rank, although the shards differ by up to one sample: a ZeRO-3
@@ -154,12 +138,8 @@ def evaluate_generator(
     # sample 0 and drops it.
     for start in range(0, -(-num_samples // world_size), batch_size):  # the largest shard
         chunk = local[start : start + batch_size] or [0]
-        images = generate(
-            generator,
-            sample_noise(chunk, seed, generator.noise_size),
-            sample_labels(chunk, generator.num_classes),
-            device,
-        )
+        z, y = sample_noise(chunk, seed, generator.noise_size), sample_labels(chunk, generator.num_classes)
+        images = generate(generator, z, y, env.device)
         if start < len(local):
             f, lg = extractor(images)
             features.append(f)
@@ -168,15 +148,12 @@ def evaluate_generator(
     order = torch.tensor([i for r in range(world_size) for i in range(r, num_samples, world_size)])
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(num_samples)
-    all_features = gather_features(torch.cat(features)).cpu()[inverse]
-    all_logits = gather_features(torch.cat(logits)).cpu()[inverse] if extractor.reports_inception_score else None
+    all_features = gather_features(torch.cat(features), env).cpu()[inverse]
+    all_logits = gather_features(torch.cat(logits), env).cpu()[inverse] if extractor.reports_inception_score else None
     # Rank 0 alone does the float64 linear algebra and broadcasts the numbers: with every rank of a node running
     # 2048x2048 decompositions, their all-core BLAS pools compete and spin (one FID took 64 s instead of 6 s when its
     # BLAS threads competed with one other busy process on 2 cores).
-    result = _metrics(all_features, all_logits, reference_stats) if rank == 0 else None
-    if world_size > 1:
-        result = _broadcast(result)
-    return result
+    return broadcast_object(_metrics(all_features, all_logits, reference_stats) if env.is_main else None, env)
 
 
 def _metrics(features: torch.Tensor, logits: torch.Tensor | None, reference: ReferenceStats) -> dict[str, float]:

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from scipy.special import logsumexp
 
+from dsgan.distributed import DistEnv
+
 ArrayLike = np.ndarray | torch.Tensor
 
 SINGULAR_EPS = 1e-6
@@ -113,16 +115,16 @@ def _comm_device(local: torch.Tensor) -> torch.device:
     return local.device
 
 
-def gather_features(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's ``local`` [n_r, ...] along dim 0 in rank order; identity without a process group.
+def gather_features(local: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Concatenate every rank's ``local`` [n_r, ...] along dim 0 in rank order; identity on one process.
 
     Ranks may hold different counts (N not divisible by the world size): sizes are exchanged first and each rank
     pads to the largest, because ``all_gather`` needs equal shapes. Every rank gets the full result.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if env.world_size == 1:
         return local
     device = _comm_device(local)
-    world_size = dist.get_world_size()
+    world_size = env.world_size
     size = torch.tensor([local.shape[0]], dtype=torch.int64, device=device)
     sizes = [torch.zeros_like(size) for _ in range(world_size)]
     dist.all_gather(sizes, size)

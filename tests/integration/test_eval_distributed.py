@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny import TinyGenerator
 
+from dsgan.distributed import DistEnv
 from dsgan.eval import (
     DigitsFeatures,
     ReferenceStats,
@@ -47,12 +48,12 @@ def _reference() -> ReferenceStats:
     return ReferenceStats(mu, sigma, count, "digits")
 
 
-def _evaluate(rank: int, world_size: int) -> dict[str, float]:
+def _evaluate(env: DistEnv) -> dict[str, float]:
     generator = TinyGenerator().train()
     ref = _reference()
     results = {}
     for name, extractor in (("digits", DigitsFeatures(16)), ("projection", ProjectionFeatures())):
-        out = evaluate_generator(generator, extractor, NUM_SAMPLES, 16, ref, 5, rank, world_size, "cpu")
+        out = evaluate_generator(generator, extractor, NUM_SAMPLES, 16, ref, 5, env)
         results.update({f"{name}_{k}": v for k, v in out.items()})
     assert generator.training
     return results
@@ -62,9 +63,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    env = DistEnv(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
     try:
-        results = _evaluate(rank, world_size)
-        gathered = gather_features(torch.full((rank + 2, 3), float(rank)))
+        results = _evaluate(env)
+        gathered = gather_features(torch.full((rank + 2, 3), float(rank)), env)
         results["gathered"] = gathered[:, 0].tolist()
 
         calls = []
@@ -74,8 +76,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             return np.full(2, rank, np.float64), np.eye(2) * (rank + 1), 7
 
         cache = Path(out_dir) / "ref.npz"
-        first = load_or_compute_reference(cache, compute, "k")
-        second = load_or_compute_reference(cache, compute, "k")
+        first = load_or_compute_reference(cache, compute, "k", env)
+        second = load_or_compute_reference(cache, compute, "k", env)
         results["cache_calls"] = len(calls)
         results["cache_mu"] = [first.mu.tolist(), second.mu.tolist()]
         (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(results))
@@ -92,7 +94,7 @@ def _free_port() -> int:
 def test_two_ranks_match_one_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    single = _evaluate(0, 1)
+    single = _evaluate(DistEnv.single())
     for results in ranks:
         for key, value in single.items():
             assert results[key] == pytest.approx(value, rel=1e-6), key

@@ -8,6 +8,7 @@ import torch
 from tiny import TinyGenerator
 from torch import nn
 
+from dsgan.distributed import DistEnv
 from dsgan.eval import (
     DigitsFeatures,
     ReferenceStats,
@@ -20,6 +21,8 @@ from dsgan.eval import (
 from dsgan.eval.fid import read_reference
 from dsgan.samples import eval_mode
 
+ONE = DistEnv.single()
+
 
 def _reference() -> ReferenceStats:
     mu, sigma, count = DigitsFeatures(16).reference_statistics()
@@ -27,7 +30,7 @@ def _reference() -> ReferenceStats:
 
 
 def _evaluate(generator: nn.Module, num_samples: int, batch_size: int, seed: int = 0) -> dict[str, float]:
-    return evaluate_generator(generator, DigitsFeatures(16), num_samples, batch_size, _reference(), seed, 0, 1, "cpu")
+    return evaluate_generator(generator, DigitsFeatures(16), num_samples, batch_size, _reference(), seed, ONE)
 
 
 def test_noise_depends_only_on_seed_and_index():
@@ -58,9 +61,7 @@ def test_eval_mode_restores_after_error_and_disables_grad():
     assert generator.training and torch.is_grad_enabled()
 
 
-def test_needs_process_group_for_several_ranks():
-    with pytest.raises(ValueError, match="process group"):
-        evaluate_generator(TinyGenerator(), DigitsFeatures(16), 10, 5, _reference(), 0, 0, 2, "cpu")
+def test_needs_two_samples():
     with pytest.raises(ValueError, match="num_samples"):
         _evaluate(TinyGenerator(), 1, 5)
 
@@ -77,15 +78,15 @@ def test_reference_cache_reuse_mismatch_and_corrupt(tmp_path):
     extractor = DigitsFeatures(32)
     key = reference_key(extractor, "digits", "32")
     assert key != reference_key(DigitsFeatures(16), "digits", "32")  # the preprocessing id names the data path
-    first = load_or_compute_reference(path, compute, key)
-    second = load_or_compute_reference(path, compute, key)
+    first = load_or_compute_reference(path, compute, key, ONE)
+    second = load_or_compute_reference(path, compute, key, ONE)
     assert len(calls) == 1 and np.array_equal(first.mu, second.mu) and second.count == 30
-    third = load_or_compute_reference(path, compute, "other")
+    third = load_or_compute_reference(path, compute, "other", ONE)
     assert len(calls) == 2 and read_reference(path).key == "other"
     assert not np.array_equal(third.mu, first.mu)
 
     path.write_bytes(b"torn")
     with pytest.warns(UserWarning, match="unreadable"):
-        load_or_compute_reference(path, compute, "other")
+        load_or_compute_reference(path, compute, "other", ONE)
     assert len(calls) == 3 and read_reference(path).key == "other"
     assert [p.name for p in tmp_path.iterdir()] == ["stats.npz"]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tiny import TinyGenerator
 from torch import nn
 
+from dsgan.distributed import DistEnv
 from dsgan.errors import ConfigError
 from dsgan.eval import (
     PREPROCESSING_ID,
@@ -138,15 +139,15 @@ def test_full_pipeline_random_weights(tmp_path):
 
     def compute():
         calls.append(1)
-        return dataset_statistics(extractor, [real[:4], (real[4:], torch.zeros(4))], "cpu")
+        return dataset_statistics(extractor, [real[:4], (real[4:], torch.zeros(4))], DistEnv.single())
 
     cache = tmp_path / "ref" / "fid_reference.npz"
     key = reference_key(extractor, "random-real", "32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # rank-deficient covariances must not need the eps fallback
-        ref = load_or_compute_reference(cache, compute, key)
+        ref = load_or_compute_reference(cache, compute, key, DistEnv.single())
         assert calls == [1] and ref.count == 8 and ref.mu.shape == (2048,) and ref.sigma.shape == (2048, 2048)
-        again = load_or_compute_reference(cache, compute, key)
+        again = load_or_compute_reference(cache, compute, key, DistEnv.single())
         assert calls == [1]  # reused, not recomputed
         np.testing.assert_array_equal(again.sigma, ref.sigma)
 
@@ -158,9 +159,7 @@ def test_full_pipeline_random_weights(tmp_path):
             batch_size=5,
             reference_stats=ref,
             seed=3,
-            rank=0,
-            world_size=1,
-            device="cpu",
+            env=DistEnv.single(),
         )
     assert generator.training
     assert set(result) == {"fid", "is_mean", "is_std"}
@@ -170,9 +169,9 @@ def test_full_pipeline_random_weights(tmp_path):
     # Another extractor identity (weights, preprocessing or dataset) -> recomputed and the file replaced.
     other = reference_key(extractor, "another-dataset", "32")
     assert other != key
-    fresh = load_or_compute_reference(cache, compute, other)
+    fresh = load_or_compute_reference(cache, compute, other, DistEnv.single())
     assert calls == [1, 1] and fresh.key == other
-    assert load_or_compute_reference(cache, compute, other).key == other and calls == [1, 1]
+    assert load_or_compute_reference(cache, compute, other, DistEnv.single()).key == other and calls == [1, 1]
     assert sorted(p.name for p in cache.parent.iterdir()) == ["fid_reference.npz"]  # no temp files left
 
 
