@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 def plain_loop(seconds: float) -> tuple[torch.nn.Module, int]:
     from dsgan.config.models import DCGANDiscriminator, DCGANGenerator
-    from dsgan.data import digits_tensors
+    from dsgan.digits import digits_tensors
     from dsgan.losses import d_loss, g_loss
     from dsgan.models import build_discriminator, build_generator
 
@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=None, help="plain loop budget (default: dsgan's run time)")
     args = p.parse_args()
     from dsgan.checkpoint import load_generator
-    from dsgan.eval import evaluate_digits
+    from dsgan.digits import evaluate_digits
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

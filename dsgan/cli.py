@@ -86,7 +86,7 @@ def _eval(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     generator.to(device)
     if args.digits:
-        from dsgan.eval import evaluate_digits
+        from dsgan.digits import evaluate_digits
 
         if generator.num_classes not in (0, 10):
             raise ConfigError(f"--digits needs a digits model (10 classes); this one has {generator.num_classes}")

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -36,7 +35,6 @@ from dsgan.config import Data, DigitsData, ImageFolderData
 from dsgan.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
-DIGITS_CLASSES = 10
 
 # ----------------------------------------------------------------------------------------------------------------
 # Datasets
@@ -53,19 +51,6 @@ class TensorImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
-
-
-def digits_tensors(resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 8x8 digits (values 0..16, shipped inside the package, no download) in [-1, 1], upscaled by
-    pixel replication; grey is replicated to `channels`. Average-pooling back to 8x8 gives the original digits
-    exactly, so FD8 (generated samples pooled to 8x8 vs the real digits) measures the generator alone. Bilinear
-    upscaling would not round-trip: it alone puts the data ~150 FD8 away from the real digits."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 8 - 1
-    x = F.interpolate(x, size=(resolution, resolution), mode="nearest")
-    return x.expand(-1, channels, -1, -1).contiguous(), torch.tensor(digits.target, dtype=torch.long)
 
 
 class ImageFolder(Dataset):
@@ -176,12 +161,14 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
     (`cfg.conditional` false or num_classes 0)."""
     conditional = cfg.conditional and num_classes > 0
     if isinstance(cfg, DigitsData):
-        if conditional and num_classes != DIGITS_CLASSES:
-            raise DataError(f"data.type='digits' has {DIGITS_CLASSES} classes but the models have {num_classes}")
+        from dsgan.digits import NUM_CLASSES, digits_tensors
+
+        if conditional and num_classes != NUM_CLASSES:
+            raise DataError(f"data.type='digits' has {NUM_CLASSES} classes but the models have {num_classes}")
         images, labels = digits_tensors(resolution, channels)
         if not conditional:
             labels = torch.zeros_like(labels)
-        kind = f"{DIGITS_CLASSES} classes" if conditional else "unconditional"
+        kind = f"{NUM_CLASSES} classes" if conditional else "unconditional"
         return TensorImages(
             images, labels, f"digits: {len(images)} images, {kind}, {channels}x{resolution}x{resolution}"
         )

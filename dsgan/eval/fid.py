@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +20,11 @@ from torch import nn
 
 from dsgan.atomic import write_atomic
 from dsgan.distributed import DistEnv, broadcast_object
-from dsgan.eval.features import FeatureExtractor
 from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
 from dsgan.samples import generate
+
+if TYPE_CHECKING:
+    from dsgan.eval.features import FeatureExtractor
 
 IS_SPLITS = 10
 

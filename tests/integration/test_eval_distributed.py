@@ -14,15 +14,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny import TinyGenerator
 
+from dsgan.digits import DigitsFeatures, digits_pixels
 from dsgan.distributed import DistEnv
-from dsgan.eval import (
-    DigitsFeatures,
-    ReferenceStats,
-    digits_pixels,
-    evaluate_generator,
-    gather_features,
-    load_or_compute_reference,
-)
+from dsgan.eval.fid import ReferenceStats, evaluate_generator, load_or_compute_reference
+from dsgan.eval.metrics import gather_features
 
 NUM_SAMPLES = 101  # odd: the ranks hold 51 and 50 samples, so the gather pads
 

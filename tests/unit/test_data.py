@@ -16,9 +16,9 @@ from dsgan.data import (
     TensorImages,
     build_dataset,
     dataset_summary,
-    digits_tensors,
     make_loader,
 )
+from dsgan.digits import digits_tensors
 from dsgan.errors import EXIT_CONFIG, DataError
 
 # ----------------------------------------------------------------------------------------------------------------

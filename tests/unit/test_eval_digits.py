@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from dsgan.eval import DigitsFeatures, digits_pixels, evaluate_digits
-from dsgan.eval.features import digits_real
+from dsgan.digits import DigitsFeatures, digits_pixels, digits_real, evaluate_digits
 from dsgan.eval.metrics import feature_statistics, frechet_distance
 
 

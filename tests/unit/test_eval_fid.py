@@ -8,17 +8,17 @@ import torch
 from tiny import TinyGenerator
 from torch import nn
 
+from dsgan.digits import DigitsFeatures
 from dsgan.distributed import DistEnv
-from dsgan.eval import (
-    DigitsFeatures,
+from dsgan.eval.features import reference_key
+from dsgan.eval.fid import (
     ReferenceStats,
     evaluate_generator,
     load_or_compute_reference,
-    reference_key,
+    read_reference,
     sample_labels,
     sample_noise,
 )
-from dsgan.eval.fid import read_reference
 from dsgan.samples import eval_mode
 
 ONE = DistEnv.single()

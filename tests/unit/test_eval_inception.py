@@ -14,18 +14,9 @@ from torch import nn
 
 from dsgan.distributed import DistEnv
 from dsgan.errors import ConfigError
-from dsgan.eval import (
-    PREPROCESSING_ID,
-    FIDInceptionV3,
-    InceptionFeatures,
-    dataset_statistics,
-    evaluate_generator,
-    load_inception,
-    load_or_compute_reference,
-    preprocess,
-    reference_key,
-)
-from dsgan.eval.inception import InceptionE, _tf_avg_pool
+from dsgan.eval.features import InceptionFeatures, reference_key
+from dsgan.eval.fid import dataset_statistics, evaluate_generator, load_or_compute_reference
+from dsgan.eval.inception import PREPROCESSING_ID, FIDInceptionV3, InceptionE, _tf_avg_pool, load_inception, preprocess
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
