@@ -206,8 +206,8 @@ class Config(Strict):
             if value is not None and not schedule.is_boundary(value):
                 raise ValueError(
                     f"{name}={value} is not a multiple of discriminator.deepspeed.gradient_accumulation_steps="
-                    f"{schedule.d_accumulation}: checkpoints (and the end of the run) must fall on a D update, where no gradients are "
-                    "half-accumulated"
+                    f"{schedule.d_accumulation}: checkpoints (and the end of the run) must fall on a D update, where "
+                    "no gradients are half-accumulated"
                 )
         if self.loss.type == "wgan" and self.loss.gp_weight == 0 and not has_spectral_norm(d):
             raise ValueError(
