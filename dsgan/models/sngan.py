@@ -38,9 +38,10 @@ def _sngan_init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, SNEmbedding)):
             nn.init.xavier_uniform_(m.weight)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, BatchNorm) and m.gain is not None:
+            bias = getattr(m, "bias", None)  # SNEmbedding has no bias; bias=False holds None
+            if bias is not None:
+                nn.init.zeros_(bias)
+        elif isinstance(m, BatchNorm) and m.gain is not None and m.shift is not None:
             nn.init.zeros_(m.gain.weight)
             nn.init.zeros_(m.shift.weight)
     for m in module.modules():  # after the pass above, which visits a block before its convs
