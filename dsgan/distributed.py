@@ -11,11 +11,14 @@ import datetime
 import os
 import socket
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from dsgan.errors import ConfigError, RankDisagreementError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def agree(counters: dict[str, int], expected: dict[str, int], flags: torch.Tenso
     return [any(row[len(names) + i] for row in rows) for i in range(flags.numel())]
 
 
-def broadcast_object(obj: object, env: DistEnv) -> object:
+def broadcast_object(obj: T, env: DistEnv) -> T:
     if env.world_size == 1:
         return obj
     box = [obj]
