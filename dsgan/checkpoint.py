@@ -44,6 +44,7 @@ from dsgan.errors import CheckpointError, ConfigError, RunDirBusyError
 
 if TYPE_CHECKING:
     from dsgan.ema import EMA
+    from dsgan.models import Generator
 
 log = logging.getLogger("dsgan")
 
@@ -136,7 +137,9 @@ def _sha256(path: Path) -> str:
 
 def _rng_state() -> dict[str, Any]:
     """This rank's RNG states as tensors and plain values (loadable with weights_only=True)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy form, which the global RandomState (MT19937) always has
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
@@ -372,12 +375,13 @@ def resume(cfg: Config, env: DistEnv, engines: EngineDict, ema: EMA | None, expl
     for net in engines.values():
         net.apply_config_optimizer_settings()
     if ema is not None:
+        assert saved.ema is not None  # check_compatible: the saved config kept an EMA too, and save stores it
         ema.load_state_dict(saved.ema)
     log.info("resumed from %s at iteration %d", path, saved.iteration)
     return dataclasses.replace(saved, config=fresh.config, world_size=env.world_size, ema=None)
 
 
-def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, Config, int]:
+def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config, int]:
     """G from a run dir (its newest verified checkpoint) or a checkpoint dir, without DeepSpeed engines or a
     process group, for sampling and evaluation. EMA weights by default when the run kept them.
     Returns (generator in eval mode, the run's config, iteration)."""
@@ -392,7 +396,7 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[torch.nn.Module, C
     state = read_trainer_state(ckpt)
     cfg = Config.model_validate(state.config)
     generator = build_generator(cfg.generator.model)
-    if use_ema and state.ema is not None:
+    if use_ema and cfg.ema is not None and state.ema is not None:
         ema = EMA(generator, cfg.ema)
         ema.load_state_dict(state.ema)
         generator = ema.module

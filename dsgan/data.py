@@ -68,15 +68,15 @@ class ImageFolder(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         # The build-time check reads headers only; a truncated body surfaces here, named.
         try:
-            with Image.open(self.files[i]) as img:
-                img = img.convert(self.mode)
+            with Image.open(self.files[i]) as file:
+                img = file.convert(self.mode)
         except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
             raise DataError(f"{self.files[i]}: cannot decode image: {type(exc).__name__}: {exc}") from None
         s = self.resolution
         scale = s / min(img.size)
         size = (max(s, round(img.width * scale)), max(s, round(img.height * scale)))
         if size != img.size:
-            img = img.resize(size, Image.BICUBIC)
+            img = img.resize(size, Image.Resampling.BICUBIC)
         left, top = (img.width - s) // 2, (img.height - s) // 2
         img = img.crop((left, top, left + s, top + s))
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)) / 127.5 - 1
@@ -165,12 +165,12 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
 
         if conditional and num_classes != NUM_CLASSES:
             raise DataError(f"data.type='digits' has {NUM_CLASSES} classes but the models have {num_classes}")
-        images, labels = digits_tensors(resolution, channels)
+        images, digit_labels = digits_tensors(resolution, channels)
         if not conditional:
-            labels = torch.zeros_like(labels)
+            digit_labels = torch.zeros_like(digit_labels)
         kind = f"{NUM_CLASSES} classes" if conditional else "unconditional"
         return TensorImages(
-            images, labels, f"digits: {len(images)} images, {kind}, {channels}x{resolution}x{resolution}"
+            images, digit_labels, f"digits: {len(images)} images, {kind}, {channels}x{resolution}x{resolution}"
         )
     if channels not in (1, 3):
         raise DataError(f"data.type='image_folder' decodes to 1 (L) or 3 (RGB) channels, but the models use {channels}")

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dsgan.eval.fid import sample_noise
 from dsgan.eval.metrics import feature_statistics, frechet_distance
 from dsgan.samples import generate
+
+if TYPE_CHECKING:
+    from dsgan.models import Generator
 
 NUM_CLASSES = 10
 DIGITS_SIZE = 8
@@ -167,7 +170,7 @@ def _real_floor(features: np.ndarray, seed: int) -> float:
 
 
 def evaluate_digits(
-    generator: nn.Module, device: torch.device | str, seed: int = 0, batch_size: int = 256
+    generator: Generator, device: torch.device | str, seed: int = 0, batch_size: int = 256
 ) -> DigitsReport:
     """Run the check on one process (1797 samples at 16..64 px take seconds)."""
     resolution = int(generator.output_scale)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dsgan.config import EMA as EMAConfig
+from dsgan.models import Generator
 
 
 def _gathered(module: nn.Module) -> contextlib.AbstractContextManager:
@@ -40,7 +41,7 @@ def _gathered(module: nn.Module) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _plain_copy(generator: nn.Module) -> nn.Module:
+def _plain_copy(generator: Generator) -> Generator:
     """An fp32 copy without DeepSpeed's state. ZeRO-3 registers gather/release hooks on every submodule; copied
     along, they would fire on the copy, whose parameters ZeRO knows nothing of. dsgan's models register none."""
     with _gathered(generator):
@@ -52,7 +53,7 @@ def _plain_copy(generator: nn.Module) -> nn.Module:
 
 
 class EMA:
-    def __init__(self, generator: nn.Module, cfg: EMAConfig) -> None:
+    def __init__(self, generator: Generator, cfg: EMAConfig) -> None:
         self.cfg = cfg
         self.module = _plain_copy(generator)
         """The averaged generator, for sampling and evaluation."""
@@ -65,7 +66,7 @@ class EMA:
         averaging = since_start > 0
         if not averaging or since_start % self.cfg.interval_g_updates == 0:
             with _gathered(generator):
-                ema_params = list(self.module.parameters())
+                ema_params: list[torch.Tensor] = list(self.module.parameters())
                 g_params = [p.detach().float() for p in generator.parameters()]
                 if averaging:
                     torch._foreach_lerp_(ema_params, g_params, self.cfg.momentum)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from PIL import Image
 from torch import nn
 
 from dsgan.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from dsgan.models import Generator
 
 FIXED_NOISE_SALT = 12345
 """Added to the run seed so the snapshot noise is not the same stream as anything else seeded by it."""
@@ -101,7 +105,7 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def generate(generator: nn.Module, z: torch.Tensor, y: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
+def generate(generator: Generator, z: torch.Tensor, y: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
     """The one way dsgan runs G for images rather than for training: `G(z, y)` in `eval_mode` (BatchNorm running
     statistics, no gradients), with z in G's parameter dtype (a bf16 module takes bf16 noise); float32 on
     `device`. Autocast, where wanted, is the caller's context."""
@@ -112,7 +116,7 @@ def generate(generator: nn.Module, z: torch.Tensor, y: torch.Tensor | None, devi
 
 
 def sample(
-    generator: nn.Module,
+    generator: Generator,
     num: int,
     classes: list[int] | None,
     truncation: float | None,

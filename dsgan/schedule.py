@@ -87,12 +87,17 @@ class Schedule:
             "g_micro_steps": self.g_micro_steps(iters_done) - self.g_micro_steps(start_iteration),
         }
 
-    def describe(self, total_iters: int) -> list[str]:
-        """What a run of `total_iters` iterations trains, in words (the trainer's log and the migration report)."""
-        return [
+    def describe(self, total_iters: int | None) -> list[str]:
+        """What a run of `total_iters` iterations trains, in words (the trainer's log and the migration report).
+        None (a length in images, before the world size is known) describes the cycle only."""
+        lines = [
             f"one cycle = {self.cycle_iters} iterations (data batches): D makes {self.discriminator_steps} update(s) "
             f"of {self.d_accumulation} micro-batch(es), then G makes {self.generator_steps} update(s) of "
-            f"{self.g_accumulation} micro-batch(es) of fresh noise",
-            f"{total_iters} iterations = {self.d_updates(total_iters)} D updates and {self.g_updates(total_iters)} "
-            "G updates",
+            f"{self.g_accumulation} micro-batch(es) of fresh noise"
         ]
+        if total_iters is not None:
+            lines.append(
+                f"{total_iters} iterations = {self.d_updates(total_iters)} D updates and "
+                f"{self.g_updates(total_iters)} G updates"
+            )
+        return lines

@@ -15,10 +15,13 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dsgan.atomic import write_atomic
 from dsgan.config import Wandb
+
+if TYPE_CHECKING:
+    import wandb
 
 log = logging.getLogger("dsgan")
 
@@ -35,7 +38,7 @@ class Tracker:
         """`start_iteration`: where this process continues the run (its checkpoint's iteration, 0 when fresh)."""
         self.is_main = is_main
         self.run_dir = run_dir
-        self._wandb = None
+        self._wandb: wandb.Run | None = None
         if not is_main:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +60,7 @@ class Tracker:
                 name=cfg.name,
                 group=cfg.group,
                 tags=cfg.tags,
-                mode=mode,
+                mode=cast(Any, mode),  # WANDB_MODE as set: wandb checks it, and takes more values than init's type
                 id=run_id,
                 resume="allow",
                 dir=str(self.run_dir),
@@ -84,14 +87,14 @@ class Tracker:
             return
         record = {"iteration": iteration, "time": time.time(), **metrics}
         self._jsonl.write(json.dumps(record) + "\n")
-        if self._wandb is not None:
-            self._guarded(lambda: self._wandb.log({"iteration": iteration, **metrics}))
+        if (run := self._wandb) is not None:
+            self._guarded(lambda: run.log({"iteration": iteration, **metrics}))
 
     def log_image(self, key: str, path: Path, iteration: int) -> None:
-        if self.is_main and self._wandb is not None:
+        if self.is_main and (run := self._wandb) is not None:
             import wandb
 
-            self._guarded(lambda: self._wandb.log({"iteration": iteration, key: wandb.Image(str(path))}))
+            self._guarded(lambda: run.log({"iteration": iteration, key: wandb.Image(str(path))}))
 
     def _guarded(self, fn: Callable[[], object]) -> None:
         try:

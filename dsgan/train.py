@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 if __package__ in (None, ""):  # `deepspeed dsgan/train.py` runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,7 +40,7 @@ from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
 from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NonFiniteLossError, user_error
 from dsgan.eval.run import Evaluator
-from dsgan.models import build_discriminator, build_generator
+from dsgan.models import Generator, build_discriminator, build_generator
 from dsgan.samples import fixed_noise, generate, save_grid
 from dsgan.schedule import Schedule
 from dsgan.steps import IntervalStats, d_step, g_step, sample_latents
@@ -162,9 +162,9 @@ def train(run: Run) -> int:
             stop = _agree(run, nonfinite)  # a signal on any rank: finish this update, save, exit
 
         # --- fetch
-        real, labels = next(run.batches)
+        real, real_labels = next(run.batches)
         real = real.to(env.device, non_blocking=True)
-        labels = labels.to(env.device, non_blocking=True) if g_model.num_classes else None
+        labels = real_labels.to(env.device, non_blocking=True) if g_model.num_classes else None
 
         # --- D phase: one micro-batch; fakes without G's graph
         z, fake_y = sample_latents(g_model, cfg.run.seed, env, it, 0, real.shape[0])
@@ -276,12 +276,17 @@ def _log(run: Run, interval: dict[str, float], iters: int, elapsed: float) -> No
     log.info(progress_line(metrics, run.state.iteration, run.total_iters, eta))
 
 
+def _sampled_generator(run: Run) -> Generator:
+    """What snapshots and evaluations sample: the EMA of G when kept, else G's module (ZeRO-3: partitioned)."""
+    return run.ema.module if run.ema is not None else cast(Generator, run.engines["generator"].module)
+
+
 def _write_samples(run: Run) -> None:
     """Every rank runs the forward (ZeRO-3 gathers G's weights collectively); rank 0 writes the PNG."""
     g_model = run.cfg.generator.model
     rows = g_model.num_classes or 8
     z, y = fixed_noise(g_model.num_classes, 10 if g_model.num_classes else 8, g_model.noise_size, run.cfg.run.seed)
-    model = run.ema.module if run.ema is not None else run.engines["generator"].module
+    model = _sampled_generator(run)
     with run.engines["generator"].optim_context():
         images = generate(model, z, y, run.env.device).cpu()
     if run.env.is_main:
@@ -295,7 +300,7 @@ def _evaluate(run: Run) -> bool:
     env = run.env
     if run.evaluator is None:
         run.evaluator = Evaluator(run.cfg, run.cfg.run.dir, env)
-    model = run.ema.module if run.ema is not None else run.engines["generator"].module
+    model = _sampled_generator(run)
     start = time.perf_counter()
     with run.engines["generator"].optim_context():
         metrics = run.evaluator(model)
@@ -308,7 +313,7 @@ def _evaluate(run: Run) -> bool:
         ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
     )
     run.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, run.state.iteration)
-    score = metrics.get("fid", metrics.get("fd8"))
+    score = metrics["fd8"] if "fd8" in metrics else metrics["fid"]
     if score < run.state.best_score:
         run.state.best_score = score
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -99,7 +100,7 @@ def format_errors(exc: ValidationError, files: dict[str, str]) -> str:
 
 def load_config(
     path: Path | str | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     *,
     world_size: int | None = None,
     device: str | None = None,

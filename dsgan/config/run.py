@@ -222,5 +222,6 @@ class Config(Strict):
     def total_iters_for(self, world_size: int) -> int:
         if self.run.total_iters is not None:
             return self.run.total_iters
+        assert self.run.total_images is not None  # RunConfig requires one of the two
         d_acc = Schedule.of(self).d_accumulation  # whole D updates: the run ends on a boundary
         return d_acc * math.ceil(self.run.total_images / (self.images_per_iter(world_size) * d_acc))

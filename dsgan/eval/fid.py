@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from dsgan.atomic import write_atomic
 from dsgan.distributed import DistEnv, broadcast_object
@@ -25,6 +24,7 @@ from dsgan.samples import generate
 
 if TYPE_CHECKING:
     from dsgan.eval.features import FeatureExtractor
+    from dsgan.models import Generator
 
 IS_SPLITS = 10
 
@@ -118,7 +118,7 @@ def sample_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor | No
 
 
 def evaluate_generator(
-    generator: nn.Module,
+    generator: Generator,
     extractor: FeatureExtractor,
     num_samples: int,
     batch_size: int,
@@ -156,7 +156,8 @@ def evaluate_generator(
     # Rank 0 alone does the float64 linear algebra and broadcasts the numbers: with every rank of a node running
     # 2048x2048 decompositions, their all-core BLAS pools compete and spin (one FID took 64 s instead of 6 s when its
     # BLAS threads competed with one other busy process on 2 cores).
-    return broadcast_object(_metrics(all_features, all_logits, reference_stats) if env.is_main else None, env)
+    result = _metrics(all_features, all_logits, reference_stats) if env.is_main else {}
+    return broadcast_object(result, env)
 
 
 def _metrics(features: torch.Tensor, logits: torch.Tensor | None, reference: ReferenceStats) -> dict[str, float]:

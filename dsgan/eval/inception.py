@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,7 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 class BasicConv2d(nn.Module):
     """Conv (no bias) + batch norm (eps 1e-3, the TF value) + ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs: object) -> None:
+    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs: Any) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv_kwargs)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
@@ -231,9 +232,16 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c):
-            x = block(x)
-        for block in (self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        blocks: tuple[nn.Module, ...] = (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b)
+        for block in (
+            *blocks,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         features = F.adaptive_avg_pool2d(x, 1).flatten(1)
         logits = features @ self.fc.weight.T

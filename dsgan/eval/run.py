@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from dsgan.config import Config, DigitsData
 from dsgan.distributed import DistEnv
 from dsgan.eval.features import DigitsFeatures, build_extractor, reference_key
 from dsgan.eval.fid import ReferenceStats, dataset_statistics, evaluate_generator, load_or_compute_reference
+from dsgan.models import Generator
 
 
 class Evaluator:
@@ -38,6 +38,7 @@ class Evaluator:
         cfg, extractor = self.cfg, self.extractor
         g = cfg.generator.model
         if isinstance(extractor, DigitsFeatures):
+            identity: tuple[str, ...]
             compute, identity = extractor.reference_statistics, ("digits", str(g.output_scale))
         else:
             dataset = build_dataset(cfg.data, g.output_scale, g.out_channels, g.num_classes)
@@ -49,7 +50,7 @@ class Evaluator:
         path = cfg.eval.reference_stats or run_dir / "fid_reference.npz"
         return load_or_compute_reference(path, compute, reference_key(extractor, *identity), self.env)
 
-    def __call__(self, generator: nn.Module) -> dict[str, float]:
+    def __call__(self, generator: Generator) -> dict[str, float]:
         """{'fid', and 'is_mean'/'is_std' with Inception}; with the digits extractor {'fd8'}: not an FID, and named
         so that no log or dashboard can mistake it for one."""
         cfg = self.cfg

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,9 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
     """('0.x' | '1.x', evidence). A config with evidence for both is refused: its steps would be ambiguous."""
     v0: list[str] = []
     v1: list[str] = []
-    model = values.get("model") if isinstance(values.get("model"), dict) else {}
+    model = values.get("model")
+    if not isinstance(model, dict):
+        model = {}
     kind = model.get("type")
     if kind in V0_MODELS:
         v0.append(f"model.type={kind!r}")
@@ -126,7 +129,9 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
         for k in ("data_preprocessor", "ema_config", "generator_steps", "discriminator_steps", "loss_config")
         if k in model
     ]
-    train_cfg = values.get("train_cfg") if isinstance(values.get("train_cfg"), dict) else {}
+    train_cfg = values.get("train_cfg")
+    if not isinstance(train_cfg, dict):
+        train_cfg = {}
     v0 += [
         f"train_cfg.{k}" for k in ("disc_steps", "gen_steps", "batch_accumulation_steps", "use_ema") if k in train_cfg
     ]
@@ -151,7 +156,7 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
     return ("0.x", v0) if v0 else ("1.x", v1)
 
 
-def migrate(path: Path | str, overrides: list[str] = ()) -> Migration:
+def migrate(path: Path | str, overrides: Sequence[str] = ()) -> Migration:
     """Read, convert and validate; nothing is written."""
     source = load_source(path)
     version, evidence = detect_version(source.values, source.path)

@@ -162,10 +162,10 @@ def convert_network(ctx: Ctx, role: str, model_defaults: dict[str, Any]) -> dict
     if not isinstance(cfg, dict):
         raise ctx.error(path, "missing: a GAN config needs model.generator and model.discriminator")
     kind = cfg.get("type")
-    spec = SPECS.get((role, kind))
-    if spec is None:
+    if not isinstance(kind, str) or (role, kind) not in SPECS:
         supported = ", ".join(t for r, t in SPECS if r == role)
         raise ctx.error(f"{path}.type", f"not supported yet: {kind!r} (supported {role}s: {supported})")
+    spec = SPECS[(role, kind)]
     ledger, target = ctx.ledger, f"{role}.model"
     ledger.converted(f"{path}.type", f"{target}.type = {spec.dsgan_type}")
     out: dict[str, Any] = {"type": spec.dsgan_type, **spec.fixed}

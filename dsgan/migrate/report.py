@@ -10,11 +10,11 @@ from typing import Any
 
 from dsgan.config import Config, DeepSpeedConfig
 from dsgan.migrate.convert import Migration
-from dsgan.migrate.ledger import leaves, show
+from dsgan.migrate.ledger import Kind, leaves, show
 from dsgan.migrate.training import DS_FILES
 from dsgan.schedule import Schedule
 
-_SECTIONS = (
+_SECTIONS: tuple[tuple[Kind, str, str], ...] = (
     ("converted", "Converted", "became"),
     ("ignored", "Ignored", "why"),
     ("unsupported", "Not converted (unsupported)", "why"),
@@ -36,7 +36,7 @@ def render_report(m: Migration) -> str:
     lines += ["", "## Schedule as dsgan runs it", "", *(f"- {line}" for line in schedule_lines(cfg)), ""]
     lines += ["## Differences in meaning that apply to this config", ""]
     lines += [f"- {note}" for note in m.ledger.notes] or ["- none"]
-    rows: dict[str, list[str]] = {kind: [] for kind, _, _ in _SECTIONS}
+    rows: dict[Kind, list[str]] = {kind: [] for kind, _, _ in _SECTIONS}
     for path, value in leaves(m.source.values):
         kind, text = m.ledger.classify(path)
         rows[kind].append(f"| `{path}` | `{_cell(show(value))}` | {_cell(text)} |")
@@ -61,8 +61,10 @@ def _cell(text: str) -> str:
 
 def schedule_lines(cfg: Config) -> list[str]:
     d, g = cfg.discriminator.deepspeed, cfg.generator.deepspeed
+    run = cfg.run
     return [
-        *Schedule.of(cfg).describe(cfg.run.total_iters),
+        *Schedule.of(cfg).describe(run.total_iters),
+        *([] if run.total_images is None else [f"{run.total_images} images (iterations depend on the world size)"]),
         f"per-GPU micro-batch {d.train_micro_batch_size_per_gpu}; effective batch = micro-batch x accumulation x "
         f"world size (G {g.train_micro_batch_size_per_gpu * g.gradient_accumulation_steps} x W, D "
         f"{d.train_micro_batch_size_per_gpu * d.gradient_accumulation_steps} x W)",

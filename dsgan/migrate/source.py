@@ -14,13 +14,14 @@ from __future__ import annotations
 import ast
 import copy
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dsgan.errors import ConfigError
 
-_BINARY = {
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -29,7 +30,7 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 _REFUSED = {
     ast.Attribute: "attribute access",
     ast.Subscript: "subscript",
@@ -109,7 +110,7 @@ def _find_base(tree: ast.Module) -> ast.Assign | None:
 
 
 def _load_bases(
-    path: Path, spec: Any, node: ast.AST, stack: tuple[Path, ...], files: list[Path], used_by: dict[str, set[str]]
+    path: Path, spec: Any, node: ast.Assign, stack: tuple[Path, ...], files: list[Path], used_by: dict[str, set[str]]
 ) -> dict[str, Any]:
     names = [spec] if isinstance(spec, str) else spec
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
@@ -203,13 +204,15 @@ class _Evaluator:
             raise self._import_error(stmt)
         if not isinstance(stmt, ast.Assign):
             raise self.refuse(stmt, f"a `{type(stmt).__name__}` statement")
+        names = []
         for target in stmt.targets:
             if not isinstance(target, ast.Name):
                 raise self.refuse(target, f"assignment to `{ast.unparse(target)}`")
+            names.append(target.id)
         value = self.eval(stmt.value)
         if _size(value) > _MAX_SIZE:
             raise self.too_large(stmt)
-        return [(t.id, copy.deepcopy(value)) for t in stmt.targets]
+        return [(name, copy.deepcopy(value)) for name in names]
 
     def _import_error(self, stmt: ast.stmt) -> ConfigError:
         text = ast.unparse(stmt).splitlines()[0]
@@ -227,8 +230,9 @@ class _Evaluator:
                     return value
                 raise self.refuse(node, f"the literal {value!r}")
             case ast.JoinedStr(values=parts):
-                if all(isinstance(p, ast.Constant) for p in parts):
-                    return "".join(p.value for p in parts)
+                texts = [p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)]
+                if len(texts) == len(parts):
+                    return "".join(texts)
                 raise self.refuse(node, "an f-string with expressions")
             case ast.List(elts=elts):
                 return [self.eval(e) for e in elts]
@@ -306,10 +310,10 @@ class _Evaluator:
             return out
         if node.keywords or len(node.args) > 1:
             raise self.refuse(node, f"{name}() with more than one argument")
-        items = self.eval(node.args[0]) if node.args else []
-        if not isinstance(items, (list, tuple)):
-            raise self.refuse(node, f"{name}() of {items!r}")
-        return list(items) if name == "list" else tuple(items)
+        elements = self.eval(node.args[0]) if node.args else []
+        if not isinstance(elements, (list, tuple)):
+            raise self.refuse(node, f"{name}() of {elements!r}")
+        return list(elements) if name == "list" else tuple(elements)
 
     def _binary(self, node: ast.BinOp, op: ast.operator, left: Any, right: Any) -> Any:
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))

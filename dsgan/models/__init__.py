@@ -12,8 +12,19 @@ from torch import nn
 from dsgan.config import models as c
 
 
-def build_generator(cfg: c.GeneratorModel) -> nn.Module:
-    return cfg.build()
+class Generator(nn.Module):
+    """The base of every generator: what sampling, evaluation and the EMA read besides the forward."""
+
+    noise_size: int
+    num_classes: int
+    """0 = unconditional (y is None)."""
+    output_scale: int
+
+
+def build_generator(cfg: c.GeneratorModel) -> Generator:
+    generator = cfg.build()
+    assert isinstance(generator, Generator), type(generator)
+    return generator
 
 
 def build_discriminator(cfg: c.DiscriminatorModel) -> nn.Module:

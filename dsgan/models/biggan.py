@@ -18,6 +18,7 @@ from torch import nn
 
 from dsgan.config.models import BigGANDiscriminator as DCfg
 from dsgan.config.models import BigGANGenerator as GCfg
+from dsgan.models import Generator
 from dsgan.models.layers import (
     BatchNorm,
     ResBlockDown,
@@ -51,7 +52,7 @@ D_CHANNELS = {
 """Per down-block: output multiplier of base_channels, and whether it halves the resolution."""
 
 
-class BigGANGenerator(nn.Module):
+class BigGANGenerator(Generator):
     def __init__(self, cfg: GCfg) -> None:
         super().__init__()
         self.num_classes, self.output_scale = cfg.num_classes, cfg.output_scale
@@ -99,13 +100,13 @@ class BigGANGenerator(nn.Module):
             z, *conds = z.split(self.chunk, dim=1)
         else:
             conds = [None] * len(self.blocks)
-        if self.num_classes:
+        if y is not None:  # check_labels: given exactly when class-conditional
             label = self.shared(y) if self.shared is not None else y
             conds = [label if c is None else torch.cat([label, c], dim=1) for c in conds]
         h = self.fc(z).view(len(z), -1, 4, 4)
         for i, (block, cond) in enumerate(zip(self.blocks, conds, strict=True)):
             h = block(h, cond)
-            if i == self.attention_after:
+            if i == self.attention_after and self.attention is not None:
                 h = self.attention(h)
         return torch.tanh(self.out_conv(self.out_act(self.out_bn(h))))
 
@@ -138,7 +139,7 @@ class BigGANDiscriminator(nn.Module):
         h = x.to(param_dtype(self))
         for i, block in enumerate(self.blocks):
             h = block(h)
-            if i == self.attention_after:
+            if i == self.attention_after and self.attention is not None:
                 h = self.attention(h)
         h = self.act(h).sum(dim=(2, 3))
         out = self.fc(h).squeeze(1)

@@ -11,10 +11,11 @@ from torch import nn
 
 from dsgan.config.models import DCGANDiscriminator as DCfg
 from dsgan.config.models import DCGANGenerator as GCfg
+from dsgan.models import Generator
 from dsgan.models.layers import BatchNorm, SNConv2d, SNEmbedding, SNLinear, check_labels, num_resamplings, param_dtype
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(Generator):
     def __init__(self, cfg: GCfg) -> None:
         super().__init__()
         self.noise_size, self.num_classes, self.output_scale = cfg.noise_size, cfg.num_classes, cfg.output_scale

@@ -103,6 +103,10 @@ class SNEmbedding(nn.Embedding):
         return F.embedding(y, self.sn(self.weight) if self.sn is not None else self.weight)
 
 
+CondMap = nn.Embedding | nn.Linear
+"""A conditional BatchNorm's gain or shift map: a per-class embedding or a linear map of the condition."""
+
+
 class BatchNorm(nn.Module):
     """BatchNorm over dim 1 with fp32 statistics and buffers.
 
@@ -114,12 +118,13 @@ class BatchNorm(nn.Module):
     def __init__(
         self,
         channels: int,
-        gain: nn.Module | None = None,
-        shift: nn.Module | None = None,
+        gain: CondMap | None = None,
+        shift: CondMap | None = None,
         eps: float = 1e-5,
         momentum: float = 0.1,
     ) -> None:
         super().__init__()
+        assert (gain is None) == (shift is None), "conditional BatchNorm takes both a gain and a shift map"
         self.eps, self.momentum = eps, momentum
         self.gain, self.shift = gain, shift
         affine = gain is None
@@ -140,7 +145,7 @@ class BatchNorm(nn.Module):
                 self.momentum,
                 self.eps,
             )
-            if self.gain is not None:
+            if self.gain is not None and self.shift is not None:
                 shape = (len(x), -1, *([1] * (x.ndim - 2)))
                 out = out * (1 + self.gain(cond).float()).view(shape) + self.shift(cond).float().view(shape)
         return out.to(x.dtype)
@@ -234,8 +239,9 @@ def init_weights(module: nn.Module, init_type: str) -> None:
             nn.init.xavier_normal_(m.weight)
         else:
             raise ValueError(f"unknown init_type {init_type!r}")
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
+        bias = getattr(m, "bias", None)  # Embedding has no bias; bias=False holds None
+        if bias is not None:
+            nn.init.zeros_(bias)
 
 
 def activation(cfg: Activation, inplace: bool | None = None) -> nn.Module:

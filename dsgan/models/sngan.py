@@ -17,6 +17,7 @@ from torch import nn
 
 from dsgan.config.models import SNGANDiscriminator as DCfg
 from dsgan.config.models import SNGANGenerator as GCfg
+from dsgan.models import Generator
 from dsgan.models.layers import (
     BatchNorm,
     ResBlockDown,
@@ -38,9 +39,10 @@ def _sngan_init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, SNEmbedding)):
             nn.init.xavier_uniform_(m.weight)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, BatchNorm) and m.gain is not None:
+            bias = getattr(m, "bias", None)  # SNEmbedding has no bias; bias=False holds None
+            if bias is not None:
+                nn.init.zeros_(bias)
+        elif isinstance(m, BatchNorm) and m.gain is not None and m.shift is not None:
             nn.init.zeros_(m.gain.weight)
             nn.init.zeros_(m.shift.weight)
     for m in module.modules():  # after the pass above, which visits a block before its convs
@@ -49,7 +51,7 @@ def _sngan_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.conv2.weight, math.sqrt(2))
 
 
-class SNGANGenerator(nn.Module):
+class SNGANGenerator(Generator):
     def __init__(self, cfg: GCfg) -> None:
         super().__init__()
         self.noise_size, self.num_classes, self.output_scale = cfg.noise_size, cfg.num_classes, cfg.output_scale
