@@ -43,7 +43,10 @@ class InceptionFeatures:
         # cuDNN may use TF32 for fp32 convolutions on Ampere+ (PyTorch's default): ~1e-3 relative error per layer,
         # enough to move FID in the first decimal. Scoped off here, restored on exit.
         cudnn = torch.backends.cudnn
-        with cudnn.flags(cudnn.enabled, cudnn.benchmark, cudnn.deterministic, allow_tf32=False):
+        # Keywords: the third positional parameter of cudnn.flags is benchmark_limit, not deterministic.
+        with cudnn.flags(
+            enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False
+        ):
             features, logits = self.model(images.to(device))
         return features.to(images.device), logits.to(images.device)
 

@@ -177,3 +177,22 @@ def test_cuda_features_match_cpu(tmp_path):
     scale = cpu_features.abs().max()
     assert (gpu_features.cpu() - cpu_features).abs().max() < 1e-3 * scale
     assert (gpu_logits.cpu() - cpu_logits).abs().max() < 1e-3 * cpu_logits.abs().max()
+
+
+def test_feature_call_keeps_cudnn_flags_by_name(tmp_path, monkeypatch):
+    """Inside the extractor, only TF32 is switched off: `deterministic` keeps the caller's value and
+    `benchmark_limit` its own (passed positionally, `deterministic` landed in `benchmark_limit`, which CUDA builds
+    of torch reject as a bool)."""
+    _random_weights(tmp_path / "inception.pth")
+    extractor = InceptionFeatures(tmp_path / "inception.pth")
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "deterministic", True)
+    seen = {}
+
+    def record(*_):
+        seen.update(deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32)
+
+    extractor.model.register_forward_pre_hook(record)
+    extractor(torch.zeros(1, 3, 32, 32))
+    assert seen == {"deterministic": True, "allow_tf32": False}
+    assert cudnn.deterministic and cudnn.allow_tf32 == torch.backends.cudnn.allow_tf32
