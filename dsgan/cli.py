@@ -19,6 +19,8 @@ from dsgan.errors import ConfigError, user_error
 def _validate(args: argparse.Namespace) -> int:
     from dsgan.config import load_config
 
+    if args.world_size is not None and args.world_size < 1:
+        raise ConfigError(f"--world-size {args.world_size}: must be at least 1")
     cfg = load_config(args.config, args.set, world_size=args.world_size, device=args.device)
     resolved = cfg.model_dump(mode="json")
     for name in ("generator", "discriminator"):

@@ -24,7 +24,12 @@ def read_file(path: Path) -> Any:
     """Parse YAML, JSON or TOML by extension; never executes anything."""
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         if path.suffix == ".json":
             return json.loads(text)
@@ -65,11 +70,16 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a section")
-    if leaf == "type" and node.get("type") != (parsed := yaml.safe_load(value)):
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({problem})") from None
+    if leaf == "type" and node.get("type") != parsed:
         node.clear()  # a new type starts from that type's defaults, not the old type's fields
         node["type"] = parsed
     else:
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = parsed
 
 
 def _tags(union: Any) -> set[str]:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from dsgan.config.base import NonNegativeFloat, Strict
 from dsgan.config.deepspeed import DeepSpeedConfig
@@ -84,7 +84,7 @@ Data = Annotated[DigitsData | ImageFolderData, Field(discriminator="type")]
 
 
 class Run(Strict):
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     dir: Path
     """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes. `load_config` fills in
     `runs/<config file stem>` (relative to the working directory) when a config file leaves it out."""
@@ -93,7 +93,7 @@ class Run(Strict):
     total_images: PositiveInt | None = None
     """Length in real images seen by D, summed over ranks; converted to iterations at start."""
     log_every_iters: PositiveInt = 50
-    collective_timeout_seconds: PositiveFloat = 300.0
+    collective_timeout_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 300.0
     """Upper bound on any collective: a dead or diverged rank becomes an error after this, never a hang."""
     sample_every_iters: PositiveInt | None = 1000
     """Write a PNG grid of fixed-noise samples (EMA G when enabled) this often; None = only at the end."""

@@ -85,11 +85,16 @@ def _load(path: Path, stack: tuple[Path, ...], files: list[Path], used_by: dict[
         raise ConfigError(f"{path}: only Python (.py) MMGeneration/MMagic configs are read")
     files.append(path)
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from None
+        where = f"{path}:{exc.lineno}" if exc.lineno else str(path)
+        raise ConfigError(f"{where}: not valid Python: {exc.msg}") from None
     except RecursionError:
         raise ConfigError(f"{path}: expressions nested too deeply to read") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
+    except ValueError as exc:  # null bytes, in Python versions that do not raise SyntaxError for them
+        raise ConfigError(f"{path}: not valid Python: {exc}") from None
 
     base_node = _find_base(tree)
     base: dict[str, Any] = {}

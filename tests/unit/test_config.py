@@ -219,6 +219,12 @@ CASES = [
         "run.total_iters=10 is not a multiple",
     ),
     ("bad-override-syntax", run_yaml(), ["--set", "run.total_iters"], "expected key.path=value"),
+    ("bad-override-yaml", run_yaml(), ["--set", "run.seed=[1"], "--set 'run.seed=[1': the value is not valid YAML"),
+    ("seed-past-64-bits", run_yaml(), ["--set", "run.seed=18446744073709551616"], "run.seed: Input should be less"),
+    ("negative-seed", run_yaml(), ["--set", "run.seed=-1"], "run.seed: Input should be greater"),
+    ("infinite-timeout", run_yaml(), ["--set", "run.collective_timeout_seconds=.inf"], "collective_timeout_seconds"),
+    ("world-size-zero", run_yaml(), ["--world-size", "0"], "--world-size 0: must be at least 1"),
+    ("empty-config", {"run.yaml": ""}, [], "run.yaml: generator: Field required"),
 ]
 
 
@@ -232,6 +238,12 @@ def test_bad_config_is_refused(tmp_path, capsys, case_id, files, extra, expected
     assert code == EXIT_CONFIG, err
     assert expected in err, err
     assert "Traceback" not in err
+
+
+def test_binary_config_is_refused(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_bytes(b"run: {seed: \xff\xfe}\n")
+    assert cli_main(["validate-config", "--config", str(tmp_path / "run.yaml")]) == EXIT_CONFIG
+    assert "run.yaml: not a text file (not UTF-8 at byte 12)" in capsys.readouterr().err
 
 
 def test_cli_subprocess_prints_no_traceback(tmp_path):

@@ -539,3 +539,14 @@ def test_refusals_exit_with_code_2(write, tmp_path, capsys) -> None:
     assert main_migrate([str(path), "--out", str(tmp_path / "o")]) == EXIT_CONFIG
     assert "not a multiple" in capsys.readouterr().err
     assert main_migrate([str(path)]) == EXIT_CONFIG
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [(b"model = dict(type='\xff')\n", "not a text file (not UTF-8 at byte 19)"), (b"x = 1\0\n", "not valid Python")],
+)
+def test_binary_input_is_refused(tmp_path, capsys, data, message) -> None:
+    (tmp_path / "c.py").write_bytes(data)
+    assert main_migrate([str(tmp_path / "c.py"), "--out", str(tmp_path / "o")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
