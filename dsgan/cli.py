@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -42,16 +43,43 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number > 0")
+    return value
+
+
+def _writable(path: Path, flag: str) -> None:
+    """Fail before the work, not after it: `path`'s folder can be created and written."""
+    folder = path if flag == "--out-dir" else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from dsgan.checkpoint import load_generator
     from dsgan.samples import sample, save_folder, save_grid
 
+    if not (args.out or args.out_dir):
+        raise ConfigError("dsgan sample writes nothing without --out GRID.png or --out-dir FOLDER")
+    for path, flag in ((args.out, "--out"), (args.out_dir, "--out-dir")):
+        if path is not None:
+            _writable(path, flag)
     generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
     num_classes = cfg.generator.model.num_classes
-    if args.truncation is not None and args.truncation <= 0:
-        raise ConfigError(f"--truncation {args.truncation}: must be > 0 (|z| is resampled above it)")
     try:
         classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     except ValueError:
@@ -94,7 +122,10 @@ def _eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"--digits needs a digits model (10 classes); this one has {generator.num_classes}")
         print(f"iteration {iteration}: {evaluate_digits(generator, device, seed=args.seed).format()}")
         return 0
+    from pydantic import ValidationError
+
     from dsgan.config import Config
+    from dsgan.config.load import format_errors
     from dsgan.distributed import DistEnv
     from dsgan.eval.run import Evaluator
 
@@ -107,9 +138,12 @@ def _eval(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    cfg = Config.model_validate(
-        {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
-    )
+    try:
+        cfg = Config.model_validate(
+            {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
+        )
+    except ValidationError as exc:  # e.g. --features inception without --inception-weights
+        raise ConfigError(format_errors(exc, {"run": "dsgan eval (the run's config and these flags)"})) from None
     evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, DistEnv.single(device))
     metrics = evaluator(generator)
     print(
@@ -125,7 +159,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", type=Path, help="a checkpoint directory (.../checkpoints/step-N)")
     p.add_argument("--no-ema", action="store_true", help="use G's trained weights instead of its EMA")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -171,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate images from a run or checkpoint")
     _add_source_args(p)
-    p.add_argument("--num", type=int, default=100, help="number of images")
+    p.add_argument("--num", type=_positive_int, default=100, help="number of images")
     p.add_argument("--out", type=Path, help="PNG grid to write (one row per class when conditional)")
     p.add_argument("--out-dir", type=Path, help="folder of numbered PNGs to write")
     p.add_argument("--classes", help="comma-separated class indices (default: all, cycled)")
-    p.add_argument("--truncation", type=float, default=None, help="BigGAN truncation threshold on |z|")
+    p.add_argument("--truncation", type=_positive_float, default=None, help="BigGAN truncation threshold on |z| (> 0)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint")
@@ -183,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", action="store_true", help="the embedded digits check: classifier accuracy and FD8")
     p.add_argument("--features", choices=("inception", "digits"), help="overrides eval.features")
     p.add_argument("--inception-weights", type=Path, help="TF FID Inception weights (pt_inception-2015-12-05)")
-    p.add_argument("--num-samples", type=int, help="overrides eval.num_samples")
+    p.add_argument("--num-samples", type=_positive_int, help="overrides eval.num_samples")
     p.set_defaults(func=_eval)
 
     from dsgan.migrate import add_migrate_arguments, run_migrate

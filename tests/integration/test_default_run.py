@@ -40,7 +40,21 @@ def train_default(cwd, *extra: str) -> str:
     return run(["deepspeed", "--master_port", str(free_port()), str(REPO / "dsgan" / "train.py"), *extra], cwd)
 
 
-def test_default_run_shortened(tmp_path):
+def cli_error(args: list[str], capsys) -> str:
+    """Run `dsgan ARGS` in this process; it must end with exit 2 and no traceback. Returns its stderr."""
+    from dsgan.cli import main as cli_main
+
+    try:
+        code = cli_main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG, (args, err)
+    assert "Traceback" not in err
+    return err
+
+
+def test_default_run_shortened(tmp_path, capsys):
     out = train_default(tmp_path, *SHORT)
     run_dir = tmp_path / "runs" / "digits"
     assert "it 40/120" in out and "img/s" in out and "ETA" in out  # progress lines
@@ -81,6 +95,20 @@ def test_default_run_shortened(tmp_path):
     )
     assert bad.returncode == EXIT_CONFIG and "--classes 1,x" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+    src = ["--run", str(run_dir)]
+    grid = ["--out", str(tmp_path / "x.png")]
+    assert "argument --num: 0: must be at least 1" in cli_error(["sample", *src, "--num", "0", *grid], capsys)
+    assert "argument --batch-size: -2" in cli_error(["sample", *src, "--batch-size", "-2", *grid], capsys)
+    assert "argument --truncation: nan" in cli_error(["sample", *src, "--truncation", "nan", *grid], capsys)
+    assert "writes nothing without --out" in cli_error(["sample", *src], capsys)
+    (tmp_path / "file").write_text("")
+    unwritable = ["--out", str(tmp_path / "file" / "g.png")]
+    assert f"--out {tmp_path / 'file' / 'g.png'}: cannot write there" in cli_error(
+        ["sample", *src, *unwritable], capsys
+    )
+    assert "argument --num-samples: 0" in cli_error(["eval", *src, "--num-samples", "0"], capsys)
+    err = cli_error(["eval", *src, "--features", "inception"], capsys)
+    assert "eval: features='inception' needs inception_weights" in err
     out = run([*dsgan, "eval", "--run", str(run_dir), "--digits"], tmp_path)
     assert "iteration 120: digits check: FD8" in out and "classifier accuracy" in out
     out = run([*dsgan, "eval", "--run", str(run_dir), "--num-samples", "500"], tmp_path)  # the config's eval section
