@@ -38,9 +38,9 @@ import torch
 
 from dsgan.atomic import write_atomic
 from dsgan.config import Config, DeepSpeedConfig
-from dsgan.distributed import DistEnv, barrier, broadcast_object
+from dsgan.distributed import DistEnv, any_rank, barrier, broadcast_object
 from dsgan.engines import EngineDict
-from dsgan.errors import CheckpointError, ConfigError, RunDirBusyError
+from dsgan.errors import CheckpointError, CheckpointWriteError, ConfigError, RunDirBusyError
 
 if TYPE_CHECKING:
     from dsgan.ema import EMA
@@ -175,19 +175,44 @@ def save(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # leftover of a killed save
     barrier(env)
-    for name, net in engines.items():
-        net.engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
-    rng = _rng_state()
-    write_atomic(tmp / f"rng-rank{env.rank}.pt", lambda f: torch.save(rng, f))
+    problem = None
+    try:
+        for name, net in engines.items():
+            net.engine.save_checkpoint(str(tmp), tag=name, save_latest=False)
+        rng = _rng_state()
+        write_atomic(tmp / f"rng-rank{env.rank}.pt", lambda f: torch.save(rng, f))
+        if env.is_main:
+            trainer = dataclasses.asdict(state)
+            write_atomic(tmp / TRAINER, lambda f: torch.save(trainer, f))
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        problem = exc
+    if not any_rank(problem is not None, env) and env.is_main:
+        try:
+            _seal(tmp, final, state.iteration, best)
+        except OSError as exc:
+            problem = exc
+    if any_rank(problem is not None, env):
+        if env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        barrier(env)
+        raise CheckpointWriteError(_write_failure(root, final.name, problem))
     if env.is_main:
-        trainer = dataclasses.asdict(state)
-        write_atomic(tmp / TRAINER, lambda f: torch.save(trainer, f))
-    barrier(env)
-    if env.is_main:
-        _seal(tmp, final, state.iteration, best)
         _prune(root, keep_last, milestone_every)
     barrier(env)
     return final
+
+
+def _write_failure(root: Path, name: str, problem: BaseException | None) -> str:
+    why = (
+        str(problem).strip().splitlines()[-1][:200] if problem is not None else "another rank could not write its part"
+    )
+    kept = (root / "latest").read_text() if (root / "latest").is_file() else "none"
+    free_mib = shutil.disk_usage(root).free / 2**20
+    return (
+        f"could not write checkpoint {name} in {root} ({why}; {free_mib:.0f} MiB free there). Its partial files "
+        f"were removed; the earlier checkpoints are intact (latest: {kept}). Free space (or lower "
+        "checkpoint.keep_last) and rerun the same command to resume."
+    )
 
 
 def _seal(tmp: Path, final: Path, iteration: int, best: bool) -> None:

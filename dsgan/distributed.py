@@ -129,6 +129,15 @@ def broadcast_object(obj: T, env: DistEnv) -> T:
     return box[0]
 
 
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """Whether `flag` is set on any rank (collective: every rank calls it)."""
+    if env.world_size == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(env: DistEnv) -> None:
     if env.world_size > 1:
         dist.barrier()

@@ -7,6 +7,7 @@ EXIT_RANK_MISMATCH = 4  # ranks disagree on the schedule; nothing was stepped pa
 EXIT_CHECKPOINT = 5  # no loadable checkpoint where one was required
 EXIT_COLLECTIVE = 6  # a collective failed or timed out: another rank died or stopped taking part
 EXIT_RUN_DIR_BUSY = 7  # another job is training in this run directory; nothing was written
+EXIT_CHECKPOINT_WRITE = 8  # a checkpoint could not be written (disk full...): its partial files removed, older kept
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a signal asked us to stop; a checkpoint was saved; requeue and rerun to resume
 
 
@@ -34,6 +35,10 @@ class RankDisagreementError(DsganError):
 
 class CheckpointError(DsganError):
     exit_code = EXIT_CHECKPOINT
+
+
+class CheckpointWriteError(DsganError):
+    exit_code = EXIT_CHECKPOINT_WRITE
 
 
 class RunDirBusyError(DsganError):

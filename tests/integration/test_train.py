@@ -17,6 +17,7 @@ from launch import REPO, free_port, launch, start
 
 from dsgan.errors import (
     EXIT_CHECKPOINT,
+    EXIT_CHECKPOINT_WRITE,
     EXIT_COLLECTIVE,
     EXIT_CONFIG,
     EXIT_NONFINITE,
@@ -251,6 +252,36 @@ def test_second_job_on_a_run_dir_is_refused_and_a_killed_one_does_not_block(tmp_
     first[0].kill()
     first[0].wait()
     assert "done: 8 iterations" in ok(train(tmp_path, 1, "run.total_iters=8"))
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_earlier_ones(tmp_path):
+    """A run dir on a 700 KiB tmpfs: checkpoints of ~300 KiB at 4 and 8 fit, the one at 12 does not. Exit 8 with one
+    line naming what was kept; no partial step-12 left; step 8 resumes."""
+    run_dir = tmp_path / "small"
+    run_dir.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(run_dir)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        sets = [
+            "run.total_iters=16",
+            "checkpoint.every_iters=4",
+            "checkpoint.keep_last=3",
+            "run.sample_every_iters=null",
+        ]
+        out = ok(train(run_dir, 1, *sets), EXIT_CHECKPOINT_WRITE)
+        assert "could not write checkpoint step-00000012" in out and "latest: step-00000008" in out, out
+        assert "Traceback" not in out
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+            "latest",
+            "step-00000004",
+            "step-00000008",
+        ]
+        from dsgan.checkpoint import verify
+
+        assert verify(run_dir / "checkpoints" / "step-00000008") is None
+    finally:
+        subprocess.run(["umount", str(run_dir)], check=True)
 
 
 def test_rerun_of_finished_run_does_nothing(tmp_path):
