@@ -69,7 +69,10 @@ def engine(name: str, model: nn.Module, stage: int, precision: str, sgd_lr: floa
     eng, *_ = deepspeed.initialize(
         model=model, model_parameters=list(model.parameters()), optimizer=optimizer, config=cfg
     )
-    return NetworkEngine(name, eng, DeepSpeedConfig.model_validate(cfg))
+    # NetworkEngine reads precision and ZeRO stage from its config; with a client optimizer (SGD) the config names
+    # none, so the description states DeepSpeed's Adam only to be complete (DeepSpeed was handed `cfg` as is).
+    described = cfg if "optimizer" in cfg else {**cfg, "optimizer": {"type": "Adam", "params": {"lr": sgd_lr}}}
+    return NetworkEngine(name, eng, DeepSpeedConfig.model_validate(described))
 
 
 def gathered(module: nn.Module) -> contextlib.AbstractContextManager:
