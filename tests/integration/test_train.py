@@ -225,6 +225,8 @@ def test_world_size_change_on_resume(tmp_path):
     assert "resumed from" in out and "step-00000008" in out and "done: 16 iterations" in out
     trainer = torch.load(zero0 / "checkpoints" / "step-00000016" / "trainer.pt", weights_only=True)
     assert trainer["images_consumed"] == 8 * 8 + 8 * 16  # 8 iterations of 8 images, then 8 of 2 x 8
+    last = json.loads((zero0 / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["iteration"] == 16 and last["kimg"] == pytest.approx((8 * 8 + 8 * 16) / 1000)  # images, not iters
     stages = ("generator.deepspeed.zero_optimization.stage=1", "discriminator.deepspeed.zero_optimization.stage=1")
     ok(train(zero1, 2, "run.total_iters=8", *stages))
     out = ok(train(zero1, 1, "run.total_iters=16", *stages), EXIT_CONFIG)
