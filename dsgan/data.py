@@ -28,13 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dsgan.config import Data, DigitsData, ImageFolderData
 from dsgan.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
+PIXEL_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+PIXEL_MODES += ("I;16", "I;16B", "I;16L", "I;16N", "I")
+"""PIL modes `decode` turns into 8-bit RGB or L as a viewer would; others (float "F", ...) are refused by name."""
 
 # ----------------------------------------------------------------------------------------------------------------
 # Datasets
@@ -53,9 +56,28 @@ class TensorImages(Dataset):
         return self.images[i], int(self.labels[i])
 
 
+def decode(file: Image.Image, mode: str) -> Image.Image:
+    """An opened image as a viewer shows it, in `mode` ("RGB" or "L"): EXIF orientation applied, 16- and 32-bit
+    integer images scaled to 8 bits (PIL's own convert clips them, which turns a 16-bit PNG white), transparency
+    composited onto white, CMYK converted. Other modes (not in PIXEL_MODES) are refused (ValueError)."""
+    if file.mode not in PIXEL_MODES:
+        raise ValueError(f"pixel mode {file.mode} is not supported (8/16-bit gray, palette, RGB(A), CMYK are)")
+    img = ImageOps.exif_transpose(file)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        pixels = np.asarray(img).astype(np.float64)
+        maximum = 65535.0 if img.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / maximum)), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "PA", "RGBa", "La", "RGBA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert(mode)
+
+
 class ImageFolder(Dataset):
-    """Image files decoded on access: resized on the shorter side (PIL bicubic, which antialiases when shrinking)
-    and center-cropped to `resolution`, in [-1, 1]."""
+    """Image files decoded on access (`decode`): resized on the shorter side (PIL bicubic, which antialiases when
+    shrinking) and center-cropped to `resolution`, in [-1, 1]."""
 
     def __init__(self, files: list[Path], labels: list[int], resolution: int, channels: int, description: str) -> None:
         self.files, self.labels, self.resolution = files, labels, resolution
@@ -69,7 +91,7 @@ class ImageFolder(Dataset):
         # The build-time check reads headers only; a truncated body surfaces here, named.
         try:
             with Image.open(self.files[i]) as file:
-                img = file.convert(self.mode)
+                img = decode(file, self.mode)
         except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
             raise DataError(f"{self.files[i]}: cannot decode image: {type(exc).__name__}: {exc}") from None
         s = self.resolution
@@ -89,18 +111,30 @@ def _visible(name: str) -> bool:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Images anywhere below `folder`, following symlinks (datasets are often linked into place). Sorted: the index
-    of an image must be the same on every rank and after a restart, or the sampler's stream would differ."""
-    found: list[Path] = []
+    """Images anywhere below `folder`, following symlinks (datasets are often linked into place), each file once:
+    a folder reached again through a link (a loop, or a second link to it) is not walked again, and a file linked
+    from two places counts at its first path in walk order. Sorted: the index of an image must be the same on
+    every rank and after a restart, or the sampler's stream would differ."""
+    found: dict[str, Path] = {}
+    walked: set[str] = set()
     for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if _visible(d)]
-        found += [Path(parent, n) for n in names if _visible(n) and n.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
+        real = os.path.realpath(parent)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs[:] = sorted(d for d in dirs if _visible(d))
+        for n in sorted(names):
+            if _visible(n) and n.lower().endswith(IMAGE_EXTENSIONS):
+                found.setdefault(os.path.realpath(os.path.join(parent, n)), Path(parent, n))
+    return sorted(found.values())
 
 
 def _check_header(path: Path) -> str | None:
     try:
         with Image.open(path) as img:
+            if img.mode not in PIXEL_MODES:
+                return f"pixel mode {img.mode} is not supported (8/16-bit gray, palette, RGB(A), CMYK are)"
             img.verify()
     except Exception as exc:  # PIL raises many types for corrupt files (SyntaxError, struct.error, ...)
         return f"{type(exc).__name__}: {exc}"

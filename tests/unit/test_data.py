@@ -16,6 +16,7 @@ from dsgan.data import (
     TensorImages,
     build_dataset,
     dataset_summary,
+    decode,
     make_loader,
 )
 from dsgan.digits import digits_tensors
@@ -271,3 +272,66 @@ def test_digits_pool_back_to_the_real_digits_exactly(resolution):
     images, _ = digits_tensors(resolution, 3)
     pooled = torch.nn.functional.adaptive_avg_pool2d(images.mean(1, keepdim=True), 8)
     assert torch.equal((pooled + 1) * 8, torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding as a viewer shows it, and each file once
+
+
+def _decoded(tmp_path: Path, img: Image.Image, name: str, mode: str = "RGB", **save: object) -> np.ndarray:
+    path = tmp_path / name
+    img.save(path, **save)
+    with Image.open(path) as f:
+        return np.asarray(decode(f, mode))
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = np.array([[0, 257 * 64, 65535]], dtype=np.uint16)  # PIL's plain convert() makes the last two 255
+    out = _decoded(tmp_path, Image.fromarray(ramp), "g16.png", mode="L")
+    assert out.tolist() == [[0, 64, 255]]
+
+
+def test_transparency_is_composited_onto_white(tmp_path):
+    rgba = Image.new("RGBA", (2, 1), (0, 0, 0, 255))
+    rgba.putpixel((1, 0), (0, 0, 0, 0))  # fully transparent black reads as white
+    assert _decoded(tmp_path, rgba, "a.png").tolist() == [[[0, 0, 0], [255, 255, 255]]]
+    la = Image.new("LA", (1, 1), (0, 128))  # half-transparent black over white
+    assert _decoded(tmp_path, la, "la.png", mode="L").tolist() == [[127]]
+    palette = Image.new("P", (2, 1), 0)
+    palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    assert _decoded(tmp_path, palette, "p.png").tolist() == [[[10, 20, 30], [200, 100, 50]]]
+    palette.info["transparency"] = 0
+    assert _decoded(tmp_path, palette, "pt.png", transparency=0).tolist() == [[[255, 255, 255], [200, 100, 50]]]
+
+
+def test_cmyk_and_exif_rotation(tmp_path):
+    cmyk = Image.new("CMYK", (1, 1), (0, 255, 255, 0))  # pure red
+    assert _decoded(tmp_path, cmyk, "c.jpg", quality=100)[0, 0].tolist() == pytest.approx([255, 0, 0], abs=3)
+    wide = Image.new("RGB", (4, 2), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    assert _decoded(tmp_path, wide, "r.jpg", exif=exif).shape == (4, 2, 3)  # shown upright: 2 wide, 4 tall
+
+
+def test_float_images_are_refused_by_name(tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.float32), "F").save(root / "a" / "f.tiff")
+    (root / "a" / "f.tiff").rename(root / "a" / "f.png")  # a TIFF named .png: PIL goes by content
+    with pytest.raises(DataError, match=r"f.png: pixel mode F is not supported"):
+        build_dataset(ImageFolderData(root=root), 8, 3, 1)
+
+
+def test_symlink_loops_and_double_links_count_each_image_once(tmp_path):
+    root = _folder(tmp_path / "data")  # 2 classes x 2 images
+    (root / "a_cat" / "nested" / "loop").symlink_to(root / "a_cat")  # a loop inside a class
+    (root / "b_dog" / "again").symlink_to(root / "a_cat")  # a's images linked from b as well
+    ds = build_dataset(ImageFolderData(root=root), 16, 3, 2)
+    assert [f.relative_to(root).as_posix() for f in ds.files] == [
+        "a_cat/nested/y.JPG",
+        "a_cat/x.png",
+        "b_dog/nested/y.JPG",
+        "b_dog/x.png",
+    ]
+    assert ds.labels == [0, 0, 1, 1]
