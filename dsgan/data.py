@@ -35,8 +35,8 @@ from dsgan.config import Data, DigitsData, ImageFolderData
 from dsgan.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
-PIXEL_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-PIXEL_MODES += ("I;16", "I;16B", "I;16L", "I;16N", "I")
+PIXEL_MODES: tuple[str, ...] = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+PIXEL_MODES += ("LAB", "HSV", "I;16", "I;16B", "I;16L", "I;16N", "I")
 """PIL modes `decode` turns into 8-bit RGB or L as a viewer would; others (float "F", ...) are refused by name."""
 
 # ----------------------------------------------------------------------------------------------------------------
