@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +46,26 @@ def start(args: list[str], world_size: int, env: dict[str, str] | None = None, c
 def launch(
     args: list[str], world_size: int, timeout: float = 300, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> list[subprocess.CompletedProcess]:
-    """Run `python *args` once per rank and wait for all; returns the per-rank results (stdout+stderr merged)."""
+    """Run `python *args` once per rank and wait for all; returns the per-rank results (stdout+stderr merged).
+
+    Every rank's pipe is drained at once, by a thread each: read one after another, a rank that fills its pipe
+    blocks while we wait on another, which may be waiting on it. On `timeout` all ranks are killed."""
     procs = start(args, world_size, env, cwd)
-    results = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, None))
-    return results
+    outputs: list[str] = [""] * world_size
+
+    def drain(rank: int) -> None:
+        outputs[rank] = procs[rank].stdout.read()
+
+    threads = [threading.Thread(target=drain, args=(rank,), daemon=True) for rank in range(world_size)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        raise subprocess.TimeoutExpired(procs[0].args, timeout)
+    return [subprocess.CompletedProcess(p.args, p.wait(), out, None) for p, out in zip(procs, outputs, strict=True)]

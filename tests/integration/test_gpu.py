@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train import ok, train
+from runs import ok, train
 from tiny import BIGGAN32_10
 
 from dsgan.errors import EXIT_NONFINITE

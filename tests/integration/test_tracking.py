@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 from launch import REPO, launch
-from test_train import TINY, ok, train
+from runs import TINY, ok, train
 
 from dsgan.config import Wandb
 from dsgan.tracking import Tracker

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from launch import REPO, free_port, launch, start
+from launch import REPO, free_port, launch
+from runs import TINY, ok, start_train, train
 
 from dsgan.errors import (
     EXIT_CHECKPOINT,
@@ -26,8 +27,6 @@ from dsgan.errors import (
     EXIT_RUN_DIR_BUSY,
 )
 
-TINY = str(REPO / "configs" / "tiny_cpu.yaml")
-FAULT_WORKER = Path(__file__).with_name("fault_worker.py")
 # A cycle of 4 iterations (D: 2 updates of 2 micro-batches, then G: 1 update of 2), so that checkpoint boundaries
 # (every 2 iterations) fall in the middle of cycles.
 MID_CYCLE = [
@@ -36,23 +35,6 @@ MID_CYCLE = [
     "generator.deepspeed.gradient_accumulation_steps=2",
     "run.sample_every_iters=null",
 ]
-
-
-def train(
-    run_dir: Path, world: int, *sets: str, fault: str | None = None, env: dict | None = None, timeout: float = 300
-) -> list:
-    """`python -m dsgan.train` on `world` ranks; with `fault`, through fault_worker.py (see there)."""
-    entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
-    args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
-    for s in sets:
-        args += ["--set", s]
-    return launch(args, world_size=world, timeout=timeout, env=env)
-
-
-def ok(results: list, code: int = 0) -> str:
-    for r in results:
-        assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{r.stdout[-5000:]}"
-    return results[0].stdout
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -133,7 +115,7 @@ def test_sigusr1_on_one_rank_saves_and_resumes_exactly(tmp_path):
     sets = [*MID_CYCLE, "run.total_iters=400", "checkpoint.every_iters=null", "run.log_every_iters=2"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     ok(train(straight, 2, *sets))
-    procs = _start(split, 2, sets)
+    procs = start_train(split, 2, sets)
     _wait_for(lambda: (split / "metrics.jsonl").is_file() and len((split / "metrics.jsonl").read_text()) > 0)
     procs[1].send_signal(signal.SIGUSR1)  # any rank: the ranks agree at the next D update
     codes = [p.wait(timeout=120) for p in procs]
@@ -147,7 +129,7 @@ def test_sigusr1_on_one_rank_saves_and_resumes_exactly(tmp_path):
 def test_signal_during_start_up_checkpoints_at_the_first_update(tmp_path):
     """The handlers are up before the engines are built: a preemption notice during start-up is kept, and the run
     stops with a checkpoint after its first update instead of dying of the signal."""
-    procs = _start(tmp_path, 2, ["run.total_iters=400"])
+    procs = start_train(tmp_path, 2, ["run.total_iters=400"])
     for line in procs[0].stdout:
         if "rank(s) on cpu" in line:  # process group up; models and engines not built yet
             break
@@ -158,7 +140,7 @@ def test_signal_during_start_up_checkpoints_at_the_first_update(tmp_path):
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
-    procs = _start(tmp_path, 1, ["run.total_iters=24", "checkpoint.every_iters=8"], fault="slow-checkpoint=5")
+    procs = start_train(tmp_path, 1, ["run.total_iters=24", "checkpoint.every_iters=8"], fault="slow-checkpoint=5")
     ckpts = tmp_path / "checkpoints"
     _wait_for(lambda: (ckpts / "step-00000016.tmp").is_dir(), timeout=120)  # step 8 done, step 16 in flight
     for p in procs:
@@ -246,7 +228,7 @@ def test_rank_disagreement_is_an_error_not_a_hang(tmp_path):
 
 
 def test_second_job_on_a_run_dir_is_refused_and_a_killed_one_does_not_block(tmp_path):
-    first = _start(tmp_path, 1, ["run.total_iters=100000", "checkpoint.every_iters=null", "run.log_every_iters=2"])
+    first = start_train(tmp_path, 1, ["run.total_iters=100000", "checkpoint.every_iters=null", "run.log_every_iters=2"])
     _wait_for(lambda: (tmp_path / "metrics.jsonl").is_file() and len((tmp_path / "metrics.jsonl").read_text()) > 0)
     out = ok(train(tmp_path, 2, "run.total_iters=8"), EXIT_RUN_DIR_BUSY)
     assert f"is in use by another dsgan job (host {socket.gethostname()}, pid {first[0].pid}" in out
@@ -315,7 +297,7 @@ def test_periodic_eval_of_a_zero3_generator_with_uneven_shards(tmp_path):
 
 def test_killed_rank_ends_the_others_with_a_clear_error(tmp_path):
     sets = ["run.total_iters=100000", "run.log_every_iters=2", "run.collective_timeout_seconds=30"]
-    procs = _start(tmp_path, 2, sets)
+    procs = start_train(tmp_path, 2, sets)
     _wait_for(lambda: (tmp_path / "metrics.jsonl").is_file() and len((tmp_path / "metrics.jsonl").read_text()) > 0)
     t0 = time.monotonic()
     procs[1].kill()
@@ -337,14 +319,6 @@ def test_unwritable_run_dir_is_a_config_error(tmp_path):
     (tmp_path / "file").write_text("")
     out = ok(train(tmp_path / "file" / "run", 2), EXIT_CONFIG)
     assert f"run.dir={tmp_path / 'file' / 'run'}: cannot create or write to it" in out and "Traceback" not in out
-
-
-def _start(run_dir: Path, world: int, sets: list[str], fault: str | None = None) -> list[subprocess.Popen]:
-    entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
-    args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
-    for s in sets:
-        args += ["--set", s]
-    return start(args, world)
 
 
 def _wait_for(condition, timeout: float = 120) -> None:

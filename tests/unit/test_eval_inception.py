@@ -1,39 +1,17 @@
-"""The FID Inception: architecture facts, weights-file handling, preprocessing; and the full FID pipeline on CPU
-with random weights saved to a file."""
+"""The FID Inception: architecture facts, weights-file handling, preprocessing."""
 
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import TinyGenerator
-from torch import nn
+from inception_weights import random_inception_weights
 
-from dsgan.distributed import DistEnv
 from dsgan.errors import ConfigError
-from dsgan.eval.features import InceptionFeatures, reference_key
-from dsgan.eval.fid import dataset_statistics, evaluate_generator, load_or_compute_reference
+from dsgan.eval.features import InceptionFeatures
 from dsgan.eval.inception import PREPROCESSING_ID, FIDInceptionV3, InceptionE, _tf_avg_pool, load_inception, preprocess
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _random_weights(path, drop_num_batches_tracked: bool = False) -> dict[str, torch.Tensor]:
-    """He-initialised convolutions so activations stay O(1) through the 90-odd layers (PyTorch's default init
-    shrinks them to ~1e-8, too small to exercise anything)."""
-    torch.manual_seed(0)
-    model = FIDInceptionV3()
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    state = model.state_dict()
-    if drop_num_batches_tracked:
-        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    torch.save(state, path)
-    return state
 
 
 def test_state_dict_names_and_shapes_match_pytorch_fid_file():
@@ -104,7 +82,7 @@ def test_load_inception_errors(tmp_path):
 
 
 def test_load_inception_without_num_batches_tracked_and_stays_eval(tmp_path):
-    state = _random_weights(tmp_path / "w.pth", drop_num_batches_tracked=True)
+    state = random_inception_weights(tmp_path / "w.pth", drop_num_batches_tracked=True)
     model = load_inception(tmp_path / "w.pth")
     assert torch.equal(model.Mixed_7c.branch_pool.conv.weight, state["Mixed_7c.branch_pool.conv.weight"])
     assert len(model.weights_sha256) == 64
@@ -121,55 +99,10 @@ def test_logits_exclude_fc_bias(tmp_path):
     assert torch.allclose(logits, features @ model.fc.weight.T)
 
 
-def test_full_pipeline_random_weights(tmp_path):
-    """load_inception from a file -> cached reference statistics -> evaluate_generator, on CPU at 299x299."""
-    _random_weights(tmp_path / "inception.pth")
-    extractor = InceptionFeatures(tmp_path / "inception.pth")
-    real = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return dataset_statistics(extractor, [real[:4], (real[4:], torch.zeros(4))], DistEnv.single())
-
-    cache = tmp_path / "ref" / "fid_reference.npz"
-    key = reference_key(extractor, "random-real", "32")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # rank-deficient covariances must not need the eps fallback
-        ref = load_or_compute_reference(cache, compute, key, DistEnv.single())
-        assert calls == [1] and ref.count == 8 and ref.mu.shape == (2048,) and ref.sigma.shape == (2048, 2048)
-        again = load_or_compute_reference(cache, compute, key, DistEnv.single())
-        assert calls == [1]  # reused, not recomputed
-        np.testing.assert_array_equal(again.sigma, ref.sigma)
-
-        generator = TinyGenerator(num_classes=3, output_scale=32).train()
-        result = evaluate_generator(
-            generator,
-            extractor,
-            num_samples=12,
-            batch_size=5,
-            reference_stats=ref,
-            seed=3,
-            env=DistEnv.single(),
-        )
-    assert generator.training
-    assert set(result) == {"fid", "is_mean", "is_std"}
-    assert np.isfinite(result["fid"]) and result["fid"] > 0
-    assert result["is_mean"] >= 1.0 and result["is_std"] >= 0.0
-
-    # Another extractor identity (weights, preprocessing or dataset) -> recomputed and the file replaced.
-    other = reference_key(extractor, "another-dataset", "32")
-    assert other != key
-    fresh = load_or_compute_reference(cache, compute, other, DistEnv.single())
-    assert calls == [1, 1] and fresh.key == other
-    assert load_or_compute_reference(cache, compute, other, DistEnv.single()).key == other and calls == [1, 1]
-    assert sorted(p.name for p in cache.parent.iterdir()) == ["fid_reference.npz"]  # no temp files left
-
-
 @pytest.mark.gpu
 def test_cuda_features_match_cpu(tmp_path):
     """fp32 on the GPU with TF32 scoped off agrees with the CPU (TF32 alone would move features by ~1e-3)."""
-    _random_weights(tmp_path / "inception.pth")
+    random_inception_weights(tmp_path / "inception.pth")
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     cpu_features, cpu_logits = InceptionFeatures(tmp_path / "inception.pth")(images)
     gpu_features, gpu_logits = InceptionFeatures(tmp_path / "inception.pth", "cuda")(images.cuda())
@@ -183,7 +116,7 @@ def test_feature_call_keeps_cudnn_flags_by_name(tmp_path, monkeypatch):
     """Inside the extractor, only TF32 is switched off: `deterministic` keeps the caller's value and
     `benchmark_limit` its own (passed positionally, `deterministic` landed in `benchmark_limit`, which CUDA builds
     of torch reject as a bool)."""
-    _random_weights(tmp_path / "inception.pth")
+    random_inception_weights(tmp_path / "inception.pth")
     extractor = InceptionFeatures(tmp_path / "inception.pth")
     cudnn = torch.backends.cudnn
     monkeypatch.setattr(cudnn, "deterministic", True)

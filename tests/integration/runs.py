@@ -1,0 +1,37 @@
+"""The real entry point on configs/tiny_cpu.yaml, as the integration tests run it, and the check of its results."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from launch import REPO, launch, start
+
+TINY = str(REPO / "configs" / "tiny_cpu.yaml")
+FAULT_WORKER = Path(__file__).with_name("fault_worker.py")
+
+
+def _train_args(run_dir: Path, sets: tuple[str, ...] | list[str], fault: str | None) -> list[str]:
+    entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
+    args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def train(
+    run_dir: Path, world: int, *sets: str, fault: str | None = None, env: dict | None = None, timeout: float = 300
+) -> list:
+    """`python -m dsgan.train` on `world` ranks; with `fault`, through fault_worker.py (see there)."""
+    return launch(_train_args(run_dir, sets, fault), world_size=world, timeout=timeout, env=env)
+
+
+def start_train(run_dir: Path, world: int, sets: list[str], fault: str | None = None) -> list[subprocess.Popen]:
+    """`train` without waiting, for the tests that signal or kill ranks mid-run."""
+    return start(_train_args(run_dir, sets, fault), world)
+
+
+def ok(results: list, code: int = 0) -> str:
+    for r in results:
+        assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{r.stdout[-5000:]}"
+    return results[0].stdout
