@@ -3,16 +3,9 @@
     ema = (1 - momentum) * ema + momentum * G        (parameters; buffers such as BatchNorm statistics and
                                                       spectral-norm u are copied)
 
-Units: dsgan counts `start_g_updates` and `interval_g_updates` in G optimizer updates and `momentum` is the weight
-of the new value. The first `start_g_updates` updates copy G; after them, every `interval_g_updates`-th update
-(counted from the start) averages. That is MMagic's order: before `start_iter` BaseGAN syncs the EMA with G, and
-mmengine's BaseAveragedModel copies again on its first `update_parameters` call (`steps == 0`), then averages every
-`interval` calls; MMGeneration 0.x's hook likewise copies before `start_iter` and averages when
-`(iter + 1 - start_iter) % interval == 0`. MMagic's `ExponentialMovingAverage` uses the same momentum convention
-(BigGAN-128: 1e-4) but counts `interval` and `start_iter` in iterations (data batches; G updates once per
-`discriminator_steps * accumulative_counts` of them); MMGeneration 0.x's `ExponentialMovingAverageHook` (`ema_cfg`)
-gives the kept fraction (`momentum=0.9999` means 1e-4 here) and counts train_step calls. `dsgan migrate` converts
-both.
+Units: `start_g_updates` and `interval_g_updates` count G optimizer updates; `momentum` is the weight of the new
+value. The first `start_g_updates` updates copy G; after them, every `interval_g_updates`-th update (counted from
+the start) averages. How MMagic's and MMGeneration's EMA settings map onto these: dsgan/migrate/training.py, EMA.
 
 The average is kept in fp32 (even when G's parameters are bf16) on a full, never partitioned copy of G, the same on
 every rank: under ZeRO-3, G's partitioned parameters are gathered on every rank for each update (DeepSpeed #2056: an

@@ -247,6 +247,18 @@ def precision_1x(ctx: Ctx, role: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # EMA
+#
+# dsgan's EMA (dsgan/ema.py) counts start and interval in G optimizer updates, and `momentum` is the weight of the
+# new value. The order matches MMagic's: before `start_iter` BaseGAN syncs the EMA with G, and mmengine's
+# BaseAveragedModel copies again on its first `update_parameters` call (`steps == 0`), then averages every
+# `interval` calls; MMGeneration 0.x's hook likewise copies before `start_iter` and averages when
+# `(iter + 1 - start_iter) % interval == 0`.
+# - MMagic 1.x's `ExponentialMovingAverage` has the same momentum convention (BigGAN-128: 1e-4), but BaseGAN calls
+#   it once per G phase and compares `start_iter` with a counter of G phases, not of iterations: in iterations,
+#   start_iter * discriminator_steps * accumulative_counts(D) (checked against MMagic 1.2.0's code; reading it as
+#   iterations is 8x off for BigGAN-128). One G phase is `generator_steps` G updates.
+# - MMGeneration 0.x's `ExponentialMovingAverageHook` (`ema_cfg`) gives the kept fraction (`momentum=0.9999` is
+#   1e-4 here) and counts train_step calls.
 
 
 def _momentum(value: float) -> float:

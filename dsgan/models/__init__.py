@@ -32,7 +32,8 @@ def build_discriminator(cfg: c.DiscriminatorModel) -> nn.Module:
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Trainable tensors only: spectral-norm `u` and BatchNorm statistics are buffers."""
+    """Elements of every parameter, frozen ones included; buffers (spectral-norm `u`, BatchNorm statistics) are not
+    parameters and are not counted."""
     return sum(p.numel() for p in module.parameters())
 
 
