@@ -144,6 +144,7 @@ def train(run: Run) -> int:
 
     # Device-side accumulators: summed every micro-step, read only when logging or agreeing (no per-step sync).
     stats = IntervalStats(env.device)
+    cfg_hash = int(config_hash(cfg), 16) % (2**62)  # once: it is compared at every agreement
     nonfinite = torch.zeros(1, dtype=torch.int64, device=env.device)
     interval_start, interval_iter = time.perf_counter(), state.iteration
     stop = False
@@ -159,7 +160,7 @@ def train(run: Run) -> int:
 
         # --- agreement: before the collectives of a D update, every rank must be at the same place
         if plan.d_update:
-            stop = _agree(run, nonfinite)  # a signal on any rank: finish this update, save, exit
+            stop = _agree(run, cfg_hash, nonfinite)  # a signal on any rank: finish this update, save, exit
 
         # --- fetch
         real, real_labels = next(run.batches)
@@ -205,7 +206,7 @@ def train(run: Run) -> int:
         every = cfg.checkpoint.every_iters
         due = stop or best or (every and state.iteration % every == 0) or state.iteration == run.total_iters
         if due and schedule.is_boundary(state.iteration):
-            stop = _agree(run, nonfinite)  # never save a NaN or a diverged state
+            stop = _agree(run, cfg_hash, nonfinite)  # never save a NaN or a diverged state
             _save(run, best)
             if stop:
                 log.warning(
@@ -221,12 +222,11 @@ def train(run: Run) -> int:
     return EXIT_OK
 
 
-def _agree(run: Run, nonfinite: torch.Tensor) -> bool:
+def _agree(run: Run, cfg_hash: int, nonfinite: torch.Tensor) -> bool:
     """One all-gather: the engines' own counters and the config hash against the schedule, plus the stop and NaN
     flags. Returns stop."""
     it = run.state.iteration
     g, d = run.engines["generator"], run.engines["discriminator"]
-    cfg_hash = int(config_hash(run.cfg), 16) % (2**62)
     expected = {**run.schedule.fingerprint(it, run.start_iteration), "config_hash": cfg_hash}
     counters = {
         "iteration": it,
