@@ -14,7 +14,8 @@ Layout of `<run dir>/checkpoints/`:
 A checkpoint is written to `step-N.tmp`, completed with its manifest, then renamed: a kill at any moment leaves
 either the previous checkpoint or the new one, never a half-written one that looks complete. On load the newest
 checkpoint whose manifest verifies is used; any newer one that fails is named in a warning. dsgan's own files hold
-only tensors and plain Python values and are read with `torch.load(weights_only=True)`: nothing is unpickled.
+only tensors and plain Python values and are read with `torch.load(weights_only=True)`: none of them is unpickled
+(the engines' files are read by DeepSpeed's own `load_checkpoint`).
 """
 
 from __future__ import annotations

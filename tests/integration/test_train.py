@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -266,6 +267,27 @@ def test_disk_full_during_a_checkpoint_keeps_the_earlier_ones(tmp_path):
         assert verify(run_dir / "checkpoints" / "step-00000008") is None
     finally:
         subprocess.run(["umount", str(run_dir)], check=True)
+
+
+def test_master_port_in_use_is_a_start_up_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(tmp_path), "--set", "run.total_iters=4"]
+        proc = subprocess.run(
+            [sys.executable, *args],
+            cwd=REPO,
+            env={**env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_CONFIG, out
+    assert f"127.0.0.1:{port} is already in use" in out and "Traceback" not in out
 
 
 def test_rerun_of_finished_run_does_nothing(tmp_path):
