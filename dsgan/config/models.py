@@ -147,9 +147,121 @@ class BigGANDiscriminator(Strict):
         return BigGANDiscriminator(self)
 
 
-GeneratorModel = Annotated[DCGANGenerator | SNGANGenerator | BigGANGenerator, Field(discriminator="type")]
+class StyleGAN2Generator(Strict):
+    """Karras et al. 2020 (config F), with MMagic's `StyleGANv2Generator` fields and parameter names: mapping network
+    (pixel norm, equalized lr), constant input, modulated/demodulated convolutions, noise injection, skip outputs.
+    Pure PyTorch (dsgan/models/stylegan2.py)."""
+
+    type: Literal["StyleGAN2Generator"] = "StyleGAN2Generator"
+    out_size: Literal[4, 8, 16, 32, 64, 128, 256, 512, 1024] = 256
+    style_channels: PositiveInt = 512
+    noise_size: PositiveInt = 512
+    """Length of z; left out (or null) = style_channels, as MMagic."""
+    num_classes: Annotated[int, Field(ge=0)] = 0
+    """0 = unconditional; else a one-hot class embedded into the mapping network (MMagic's `cond_size`)."""
+    out_channels: PositiveInt = 3
+    num_mlps: PositiveInt = 8
+    channel_multiplier: PositiveInt = 2
+    blur_kernel: list[PositiveInt] = [1, 3, 3, 1]
+    lr_mlp: PositiveFloat = 0.01
+    """Learning-rate multiplier of the mapping network (equalized lr)."""
+    default_style_mode: Literal["mix", "single"] = "mix"
+    """Style mode in training: 'mix' = style mixing with probability mix_prob."""
+    eval_style_mode: Literal["mix", "single"] = "single"
+    """Style mode in eval mode (sampling, evaluation)."""
+    norm_eps: PositiveFloat = 1e-6
+    mix_prob: Annotated[float, Field(ge=0, le=1)] = 0.9
+    w_avg_beta: Annotated[float, Field(gt=0, lt=1)] = 0.998
+    """Conditional G only: the mean latent for truncation is a running average of w with this decay (MMagic)."""
+    num_fp16_scales: Annotated[int, Field(ge=0)] = 0
+    """Run the highest-resolution this many scales in reduced precision (`reduced_dtype`) inside an fp32 engine,
+    clamping their outputs to +-conv_clamp (MMagic/NVlabs partial fp16). 0 = off."""
+    reduced_dtype: Literal["float16", "bfloat16"] = "float16"
+    """The dtype of the num_fp16_scales layers: float16 (GPU, as MMagic/NVlabs), bfloat16 (CPU or GPU)."""
+    conv_clamp: PositiveFloat = 256.0
+    """Only applied in the reduced-precision layers (MMagic's default)."""
+    fixed_noise: bool = False
+    """Inject the fixed `injected_noise_*` buffers instead of fresh noise (deterministic sampling)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _noise_size(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("noise_size") is None:
+            data = {**data, "noise_size": data.get("style_channels", 512)}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> StyleGAN2Generator:
+        if len(self.blur_kernel) < 2:
+            raise ValueError(f"blur_kernel={self.blur_kernel} needs at least 2 taps")
+        if self.num_fp16_scales > self.num_scales:
+            raise ValueError(
+                f"num_fp16_scales={self.num_fp16_scales} > the {self.num_scales} scales of out_size {self.out_size}"
+            )
+        return self
+
+    @property
+    def num_scales(self) -> int:
+        return self.out_size.bit_length() - 2  # 4x4 ... out_size
+
+    @property
+    def output_scale(self) -> int:
+        return self.out_size
+
+    def build(self) -> nn.Module:
+        from dsgan.models.stylegan2 import StyleGAN2Generator
+
+        return StyleGAN2Generator(self)
+
+
+class MiniBatchStdDev(Strict):
+    group_size: PositiveInt = 4
+    channel_groups: PositiveInt = 1
+
+
+class StyleGAN2Discriminator(Strict):
+    """Karras et al. 2020: residual discriminator with minibatch standard deviation, MMagic's field and parameter
+    names (`convs.*`, `final_conv.*`, `final_linear.*`)."""
+
+    type: Literal["StyleGAN2Discriminator"] = "StyleGAN2Discriminator"
+    in_size: Literal[4, 8, 16, 32, 64, 128, 256, 512, 1024] = 256
+    img_channels: PositiveInt = 3
+    num_classes: Annotated[int, Field(ge=0)] = 0
+    """0 = unconditional; else projection onto a mapped class embedding (MMagic's `cond_size`)."""
+    channel_multiplier: PositiveInt = 2
+    blur_kernel: list[PositiveInt] = [1, 3, 3, 1]
+    mbstd_cfg: MiniBatchStdDev = MiniBatchStdDev()
+    cond_mapping_channels: PositiveInt = 512
+    cond_mapping_layers: PositiveInt = 8
+    num_fp16_scales: Annotated[int, Field(ge=0)] = 0
+    reduced_dtype: Literal["float16", "bfloat16"] = "float16"
+    conv_clamp: PositiveFloat = 256.0
+
+    @model_validator(mode="after")
+    def _check(self) -> StyleGAN2Discriminator:
+        if len(self.blur_kernel) < 2:
+            raise ValueError(f"blur_kernel={self.blur_kernel} needs at least 2 taps")
+        return self
+
+    @property
+    def input_scale(self) -> int:
+        return self.in_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.img_channels
+
+    def build(self) -> nn.Module:
+        from dsgan.models.stylegan2 import StyleGAN2Discriminator
+
+        return StyleGAN2Discriminator(self)
+
+
+GeneratorModel = Annotated[
+    DCGANGenerator | SNGANGenerator | BigGANGenerator | StyleGAN2Generator, Field(discriminator="type")
+]
 DiscriminatorModel = Annotated[
-    DCGANDiscriminator | SNGANDiscriminator | BigGANDiscriminator, Field(discriminator="type")
+    DCGANDiscriminator | SNGANDiscriminator | BigGANDiscriminator | StyleGAN2Discriminator, Field(discriminator="type")
 ]
 
 

@@ -42,9 +42,21 @@ class Loss(Strict):
     r1_weight: NonNegativeFloat = 0.0
     """gamma of the R1 penalty gamma/2 * E|grad D(x)|^2 on reals (Mescheder et al. 2018); 0 = off."""
     r1_interval: PositiveInt = 1
-    """Lazy regularisation (StyleGAN2): apply R1 every this many D micro-steps, scaled by the interval."""
+    """Lazy regularisation (StyleGAN2): R1 is added to every micro-batch of every `r1_interval`-th D update (the
+    0th, the r1_interval-th, ...), scaled by the interval so that its average strength does not depend on it."""
     gp_weight: NonNegativeFloat = 0.0
     """WGAN-GP weight (Gulrajani et al. 2017) on interpolates; 0 = off."""
+    pl_weight: NonNegativeFloat = 0.0
+    """Path-length regularisation (StyleGAN2; NVlabs' pl_weight, 2 in config F) of a generator with a style space:
+    pl_weight * E(|J_w^T y| - a)^2 with a the running mean of the path length; 0 = off."""
+    pl_interval: PositiveInt = 1
+    """Lazy regularisation: the penalty is added to every micro-batch of every `pl_interval`-th G update (the 0th,
+    the pl_interval-th, ...), scaled by the interval (MMagic's g_reg_interval; its g_reg_weight is
+    pl_weight * pl_interval)."""
+    pl_batch_shrink: PositiveInt = 2
+    """The penalty's batch is the micro-batch divided by this (at least 1 image)."""
+    pl_decay: Annotated[float, Field(gt=0, le=1)] = 0.01
+    """Weight of the new batch in the running mean of the path length (averaged over ranks: one value for all)."""
 
 
 class EMA(Strict):

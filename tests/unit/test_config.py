@@ -142,8 +142,8 @@ CASES = [
     (
         "unknown-model-type",
         run_yaml(),
-        ["--set", "generator.model.type=StyleGAN2Generator"],
-        "generator.model: Input tag 'StyleGAN2Generator'",
+        ["--set", "generator.model.type=StyleGAN3Generator"],
+        "generator.model: Input tag 'StyleGAN3Generator'",
     ),
     (
         "missing-model-type",
