@@ -108,7 +108,7 @@ def run_dsgan(args: argparse.Namespace, device: torch.device, world: int) -> flo
         real, labels, z, y, gz = data[i % len(data)]
         # No gradient norms, as in the trainer between log lines (it measures in the cycle before one).
         d_step(engines, loss_cfg, real, labels, z, y, i)
-        g_step(engines, "hinge", gz, y)
+        g_step(engines, loss_cfg, gz, y)
 
     return timed(step, args, device)
 

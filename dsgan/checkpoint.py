@@ -76,8 +76,8 @@ RESUME_INVARIANTS = (
 @dataclass
 class TrainerState:
     """Everything the trainer keeps across a restart besides the engines' own state (weights, optimizer, loss scaler,
-    LR scheduler) and the RNG: saved field by field in `trainer.pt`, restored by `resume`. New trainer state (a
-    path-length mean, an augmentation probability) is a new field here."""
+    LR scheduler) and the RNG: saved field by field in `trainer.pt`, restored by `resume`. New trainer state (an
+    augmentation probability) is a new field here."""
 
     config: dict[str, Any]
     """The resolved run config (JSON form): what `check_compatible` compares a resumed run's config with."""
@@ -91,6 +91,8 @@ class TrainerState:
     ema: dict[str, torch.Tensor] | None = None
     """The EMA generator's state dict, filled at save time (the live EMA is `dsgan.ema.EMA`)."""
     wandb_run_id: str | None = None
+    pl_mean: float = 0.0
+    """The running mean of StyleGAN2's path length (dsgan.steps.PathLength), the same on every rank."""
 
 
 LOCK = "dsgan.lock"

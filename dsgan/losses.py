@@ -7,6 +7,8 @@ penalties in fp16 tend to NaN).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,9 +45,9 @@ def _input_gradients(d_module: nn.Module, x: torch.Tensor, y: torch.Tensor | Non
     """grad_x D(x) per sample, with a graph (the penalty is differentiated again). Autocast off: fp32 unless a bf16
     engine made D's parameters bf16 (bf16 has fp32's range, so no overflow as in fp16)."""
     x = x.detach().float().requires_grad_(True)
-    with torch.autocast(x.device.type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False):  # the backward too: it runs under the caller's autocast
         out = d_module(x, y).float()
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.flatten(1)
 
 
@@ -68,14 +70,37 @@ def gradient_penalty(
 
 
 def d_regularizer(
-    cfg: Loss, d_module: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, d_micro_step: int
+    cfg: Loss, d_module: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, d_update: int
 ) -> torch.Tensor | None:
-    """The weighted penalties for this D micro-step, or None. R1 is lazy (StyleGAN2): applied every `r1_interval`
-    micro-steps and scaled by the interval so that its expected strength does not depend on the interval. A
-    conditional D scores WGAN-GP interpolates with the real images' labels."""
+    """The weighted penalties for a D micro-step of D update `d_update` (0-based), or None. R1 is lazy (StyleGAN2):
+    applied to every micro-batch of every `r1_interval`-th update and scaled by the interval so that its average
+    strength does not depend on the interval. A conditional D scores WGAN-GP interpolates with the real images'
+    labels."""
     terms = []
-    if cfg.r1_weight > 0 and d_micro_step % cfg.r1_interval == 0:
+    if cfg.r1_weight > 0 and d_update % cfg.r1_interval == 0:
         terms.append(cfg.r1_weight / 2 * cfg.r1_interval * r1_penalty(d_module, real, y))
     if cfg.gp_weight > 0:
         terms.append(cfg.gp_weight * gradient_penalty(d_module, real, fake, y))
     return torch.stack(terms).sum() if terms else None
+
+
+def path_length_penalty(
+    g_module: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor | None,
+    mean: torch.Tensor,
+    decay: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """StyleGAN2's path-length regularizer (Karras et al. 2020, eq. 4): E (|J_w^T u| - a)^2, J the Jacobian of the
+    image w.r.t. the style codes w that synthesised it, u ~ N(0, I) / sqrt(H W) an image-shaped probe (drawn from
+    `generator`), and a = mean + decay * (batch mean - mean) the running mean of the path length, differentiated
+    through as in NVlabs and MMagic. In fp32, unscaled. Returns (penalty, a detached)."""
+    with torch.autocast(z.device.type, enabled=False):  # the backward too: it runs under the caller's autocast
+        images, latents = g_module(z, y, return_latents=True)
+        images = images.float()
+        probe = torch.randn(images.shape, generator=generator, device=images.device) / math.sqrt(images[0, 0].numel())
+        (grad,) = torch.autograd.grad((images * probe).sum(), latents, create_graph=True)
+    lengths = grad.float().pow(2).sum(2).mean(1).sqrt()  # [B]: |J^T u| over each sample's style codes
+    path_mean = mean + decay * (lengths.mean() - mean)
+    return (lengths - path_mean).pow(2).mean(), path_mean.detach()

@@ -43,7 +43,7 @@ from dsgan.eval.run import Evaluator
 from dsgan.models import Generator, build_discriminator, build_generator
 from dsgan.samples import fixed_noise, generate, save_grid
 from dsgan.schedule import Schedule
-from dsgan.steps import IntervalStats, d_step, g_step, sample_latents
+from dsgan.steps import IntervalStats, PathLength, d_step, g_step, sample_latents, step_seed
 from dsgan.tracking import Tracker, progress_line
 
 log = logging.getLogger("dsgan")
@@ -71,6 +71,8 @@ class Run:
     start_iteration: int
     run_dir_lock: IO[str] | None
     """Rank 0's lock on the run dir (see checkpoint.hold_run_dir), held until the process exits."""
+    path_length: PathLength
+    """The path-length regularizer's running mean (trainer state) and timing."""
     evaluator: Evaluator | None = None
     """Built at the first evaluation."""
 
@@ -109,6 +111,9 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     torch.manual_seed(cfg.run.seed)
     generator, discriminator = build_generator(g_model), build_discriminator(d_model)
     ema = EMA(generator, cfg.ema) if cfg.ema else None  # copied before ZeRO-3 partitions G
+    # Randomness inside forwards (StyleGAN2's noise injection and style mixing, WGAN-GP's interpolation) differs per
+    # rank from here on; a checkpoint carries each rank's RNG state, so resume continues it.
+    torch.manual_seed(step_seed(cfg.run.seed, env.rank, -1, 0))
     engines = build_engines(
         generator, discriminator, cfg.generator.deepspeed, cfg.discriminator.deepspeed, env.world_size
     )
@@ -126,8 +131,21 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     tracker = Tracker(cfg.tracking.wandb, cfg.run.dir, state.config, env.is_main, state.iteration)
     total_iters = cfg.total_iters_for(env.world_size)
     schedule = Schedule.of(cfg)
+    path_length = PathLength(cfg.loss, g_model, cfg.run.seed, env, state.pl_mean)
     return Run(
-        cfg, env, schedule, engines, ema, batches, tracker, state, total_iters, stop_requested, state.iteration, lock
+        cfg,
+        env,
+        schedule,
+        engines,
+        ema,
+        batches,
+        tracker,
+        state,
+        total_iters,
+        stop_requested,
+        state.iteration,
+        lock,
+        path_length,
     )
 
 
@@ -169,18 +187,21 @@ def train(run: Run) -> int:
 
         # --- D phase: one micro-batch; fakes without G's graph
         z, fake_y = sample_latents(g_model, cfg.run.seed, env, it, 0, real.shape[0])
-        d_stats, d_update = d_step(run.engines, cfg.loss, real, labels, z, fake_y, it, measure)
+        d_stats, d_update = d_step(run.engines, cfg.loss, real, labels, z, fake_y, schedule.d_updates(it), measure)
         if not fp16["discriminator"]:
             nonfinite |= ~torch.isfinite(d_stats[0])
         stats.add_d(d_stats, d_update)
 
-        # --- G phase: D as a frozen module, never through its engine
+        # --- G phase: D as a frozen module, never through its engine; path length on its own, smaller batch
         for k in range(plan.g_micro_steps):
             z, fake_y = sample_latents(g_model, cfg.run.seed, env, it, 1 + k, real.shape[0])
-            loss, g_update = g_step(run.engines, cfg.loss.type, z, fake_y, measure)
+            pl = run.path_length.batch(it, k, real.shape[0]) if run.path_length.due(schedule, it, k) else None
+            g_stats, g_update, path_mean = g_step(run.engines, cfg.loss, z, fake_y, measure, pl)
+            if path_mean is not None:
+                run.path_length.update(path_mean)
             if not fp16["generator"]:
-                nonfinite |= ~torch.isfinite(loss)
-            stats.add_g(loss, g_update)
+                nonfinite |= ~torch.isfinite(g_stats).all()
+            stats.add_g(g_stats, g_update)
             # --- EMA: once per G optimizer update
             if g_update.stepped and run.ema is not None:
                 run.ema.update(g.module, g.global_steps)
@@ -265,6 +286,8 @@ def _log(run: Run, interval: dict[str, float], iters: int, elapsed: float) -> No
     for name, net in (("g", g), ("d", d)):
         if (scale := net.loss_scale) is not None:
             metrics[f"{name}_loss_scale"] = scale
+    if run.cfg.loss.pl_weight > 0:
+        metrics["pl_mean"] = run.path_length.mean.item()
     if run.ema is not None:
         metrics["ema_momentum"] = run.ema.cfg.momentum
         metrics["ema_active"] = float(g.global_steps > run.ema.cfg.start_g_updates)
@@ -325,6 +348,7 @@ def _save(run: Run, best: bool = False) -> None:
         run.state,
         ema=run.ema.state_dict() if run.ema is not None else None,
         wandb_run_id=run.tracker.wandb_run_id,
+        pl_mean=run.path_length.mean.item(),
     )
     ckpt = run.cfg.checkpoint
     path = checkpoint.save(

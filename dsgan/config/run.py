@@ -10,7 +10,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from dsgan.config.base import NonNegativeFloat, Strict
 from dsgan.config.deepspeed import DeepSpeedConfig
-from dsgan.config.models import DiscriminatorModel, GeneratorModel, has_spectral_norm
+from dsgan.config.models import DiscriminatorModel, GeneratorModel, StyleGAN2Generator, has_spectral_norm
 from dsgan.schedule import Schedule
 
 
@@ -221,6 +221,11 @@ class Config(Strict):
                     f"{schedule.d_accumulation}: checkpoints (and the end of the run) must fall on a D update, where "
                     "no gradients are half-accumulated"
                 )
+        if self.loss.pl_weight > 0 and not isinstance(g, StyleGAN2Generator):
+            raise ValueError(
+                f"loss.pl_weight={self.loss.pl_weight} (path-length regularisation) needs a generator with a "
+                f"style space (StyleGAN2Generator), not {g.type}; set loss.pl_weight=0"
+            )
         if self.loss.type == "wgan" and self.loss.gp_weight == 0 and not has_spectral_norm(d):
             raise ValueError(
                 "loss.type='wgan' needs a Lipschitz constraint: set loss.gp_weight > 0 (WGAN-GP) or use a "

@@ -146,14 +146,14 @@ def run_case(stage: int, precision: str, micro: int, acc: int, rank: int, world:
         g_before = full_state(engines["generator"].module)
         measure = (it + 1) % acc == 0  # both networks make an update at the end of this iteration
         _, d_update = d_step(
-            engines, Loss(), x["real"][u, sl], x["labels"][u, sl], x["d_z"][u, sl], x["d_y"][u, sl], it, measure
+            engines, Loss(), x["real"][u, sl], x["labels"][u, sl], x["d_z"][u, sl], x["d_y"][u, sl], u, measure
         )
         g_after = full_state(engines["generator"].module)
         unchanged &= all(torch.equal(g_before[k], g_after[k]) for k in g_before if "running" not in k)
         d_before = full_state(engines["discriminator"].module)
         for k in range(schedule.plan(it).g_micro_steps):
             gs = slice((rank * acc + k) * micro, (rank * acc + k + 1) * micro)
-            _, g_update = g_step(engines, "hinge", x["g_z"][u, gs], x["g_y"][u, gs], measure)
+            _, g_update, _ = g_step(engines, Loss(), x["g_z"][u, gs], x["g_y"][u, gs], measure)
         d_after = full_state(engines["discriminator"].module)
         unchanged &= all(torch.equal(d_before[k], d_after[k]) for k in d_before)
         if measure:

@@ -107,7 +107,8 @@ def train(g_eng, d_eng, rank: int, scale: int, iters: int, loss_cfg: Loss = HING
         assert torch.isfinite(d_stats).all(), d_stats
         if loss_cfg.r1_weight:
             assert d_stats[-1] > 0  # the R1 term was computed and added
-        loss, update = g_step(engines, loss_cfg.type, z[1], fake_y[1])
+        g_stats, update, _ = g_step(engines, loss_cfg, z[1], fake_y[1])
+        loss = g_stats[0]
         assert torch.isfinite(loss) and update.stepped
         if ema is not None:
             ema.update(g_eng.module, g_eng.global_steps)

@@ -140,6 +140,12 @@ CASES = [
         "discriminator.deepspeed.train_micro_batch_size_per_gpu=16",
     ),
     (
+        "path-length-without-style-space",
+        run_yaml(),
+        ["--set", "loss.pl_weight=2"],
+        "needs a generator with a style space (StyleGAN2Generator), not DCGANGenerator",
+    ),
+    (
         "unknown-model-type",
         run_yaml(),
         ["--set", "generator.model.type=StyleGAN3Generator"],
