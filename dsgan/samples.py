@@ -8,6 +8,7 @@ sampling neither depends on nor disturbs the training RNG.
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,14 +106,21 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def generate(generator: Generator, z: torch.Tensor, y: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
-    """The one way dsgan runs G for images rather than for training: `G(z, y)` in `eval_mode` (BatchNorm running
-    statistics, no gradients), with z in G's parameter dtype (a bf16 module takes bf16 noise); float32 on
-    `device`. Autocast, where wanted, is the caller's context."""
+def generate(
+    generator: Generator, z: torch.Tensor, y: torch.Tensor | None, device: torch.device | str, **kwargs: object
+) -> torch.Tensor:
+    """The one way dsgan runs G for images rather than for training: `G(z, y, **kwargs)` in `eval_mode` (BatchNorm
+    running statistics, no gradients), with z in G's parameter dtype (a bf16 module takes bf16 noise); float32 on
+    `device`. Autocast, where wanted, is the caller's context. Randomness inside G (StyleGAN2's noise injection)
+    comes from the global RNG seeded by z's bytes and restored afterwards: the images are a function of (z, y), and
+    sampling in the middle of training leaves the training RNG as it was."""
     param = next(generator.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    with eval_mode(generator):
-        return generator(z.to(device=device, dtype=dtype), None if y is None else y.to(device)).float()
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(zlib.crc32(z.detach().float().cpu().numpy().tobytes()))
+        with eval_mode(generator):
+            return generator(z.to(device=device, dtype=dtype), None if y is None else y.to(device), **kwargs).float()
 
 
 def sample(

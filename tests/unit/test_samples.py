@@ -10,7 +10,7 @@ from PIL import Image
 from tiny import TinyGenerator
 
 from dsgan import atomic
-from dsgan.samples import fixed_noise, sample, save_folder, save_grid, truncated_noise
+from dsgan.samples import eval_mode, fixed_noise, generate, sample, save_folder, save_grid, truncated_noise
 
 
 def test_grid_dimensions_padding_and_pixels(tmp_path):
@@ -106,3 +106,24 @@ def test_generate_truncation_and_unconditional():
 def test_generate_rejects_bad_classes(num_classes, classes, message):
     with pytest.raises(ValueError, match=message):
         sample(TinyGenerator(num_classes), 2, classes, None, seed=0, batch_size=2, device="cpu")
+
+
+class NoisyGenerator(TinyGenerator):
+    """Adds global-RNG noise in its forward, as StyleGAN2's noise injection does."""
+
+    def forward(self, z, y):
+        out = super().forward(z, y)
+        return out + 0.1 * torch.randn_like(out)
+
+
+def test_generate_is_a_function_of_z_and_leaves_the_global_rng_alone():
+    g, z = NoisyGenerator(), torch.randn(4, TinyGenerator().noise_size)
+    y = torch.arange(4) % max(g.num_classes, 1) if g.num_classes else None
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    a = generate(g, z, y, "cpu")
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(8)
+    assert torch.equal(generate(g, z, y, "cpu"), a)  # whatever the global RNG's state
+    with eval_mode(g):
+        assert not torch.equal(TinyGenerator.forward(g, z, y), a)  # the noise is there
