@@ -209,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="PNG grid to write (one row per class when conditional)")
     p.add_argument("--out-dir", type=Path, help="folder of numbered PNGs to write")
     p.add_argument("--classes", help="comma-separated class indices (default: all, cycled)")
-    p.add_argument("--truncation", type=_positive_float, default=None, help="BigGAN truncation threshold on |z| (> 0)")
+    p.add_argument(
+        "--truncation",
+        type=_positive_float,
+        default=None,
+        help="truncation (> 0): BigGAN, the threshold on |z|; StyleGAN2, psi towards the mean latent (0.7 is usual)",
+    )
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint")

@@ -133,8 +133,9 @@ def sample(
     device: torch.device | str,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`num` images (float32, on the CPU) and their labels (None when unconditional), with labels cycling over
-    `classes` (default: all), for `dsgan sample`. All noise is drawn up front from `seed`, so the images do not
-    depend on `batch_size`."""
+    `classes` (default: all), for `dsgan sample`. `truncation` is BigGAN's on |z|, or, for a generator with a style
+    space (`mean_latent`), StyleGAN's towards the mean latent (t in (0, 1] keeps that fraction of w - mean). All
+    noise is drawn up front from `seed`, so the images do not depend on `batch_size`."""
     if num <= 0 or batch_size <= 0:
         raise ValueError(f"num={num} and batch_size={batch_size} must be > 0")
     num_classes = generator.num_classes
@@ -146,10 +147,19 @@ def sample(
         labels = torch.tensor(pool)[torch.arange(num) % len(pool)]
     elif classes:
         raise ValueError(f"classes={classes}: the generator is unconditional")
-    z = truncated_noise(num, generator.noise_size, truncation, torch.Generator().manual_seed(seed))
+    rng = torch.Generator().manual_seed(seed)
+    style_space = callable(getattr(generator, "mean_latent", None))
+    kwargs: dict[str, object] = {}
+    if style_space and truncation is not None:
+        # StyleGAN's truncation: w' = mean + t (w - mean), towards the mean style code (z stays a plain normal)
+        with eval_mode(generator):
+            kwargs = {"truncation": truncation, "truncation_latent": generator.mean_latent(generator=rng)}
+    z = truncated_noise(num, generator.noise_size, None if style_space else truncation, rng)
     batches = range(0, num, batch_size)
     out = [
-        generate(generator, z[i : i + batch_size], None if labels is None else labels[i : i + batch_size], device).cpu()
+        generate(
+            generator, z[i : i + batch_size], None if labels is None else labels[i : i + batch_size], device, **kwargs
+        ).cpu()
         for i in batches
     ]
     return torch.cat(out), labels
