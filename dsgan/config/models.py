@@ -162,6 +162,9 @@ class StyleGAN2Generator(Strict):
     out_channels: PositiveInt = 3
     num_mlps: PositiveInt = 8
     channel_multiplier: PositiveInt = 2
+    channel_max: PositiveInt = 512
+    """Cap on the channels of every layer (NVlabs' channel_max). 512 = MMagic's table, which has no such argument:
+    only at 512 do MMagic checkpoints load. Smaller values make narrow test or toy models."""
     blur_kernel: list[PositiveInt] = [1, 3, 3, 1]
     lr_mlp: PositiveFloat = 0.01
     """Learning-rate multiplier of the mapping network (equalized lr)."""
@@ -229,6 +232,9 @@ class StyleGAN2Discriminator(Strict):
     num_classes: Annotated[int, Field(ge=0)] = 0
     """0 = unconditional; else projection onto a mapped class embedding (MMagic's `cond_size`)."""
     channel_multiplier: PositiveInt = 2
+    channel_max: PositiveInt = 512
+    """Cap on the channels of every layer (NVlabs' channel_max). 512 = MMagic's table, which has no such argument:
+    only at 512 do MMagic checkpoints load. Smaller values make narrow test or toy models."""
     blur_kernel: list[PositiveInt] = [1, 3, 3, 1]
     mbstd_cfg: MiniBatchStdDev = MiniBatchStdDev()
     cond_mapping_channels: PositiveInt = 512

@@ -33,9 +33,10 @@ DEMOD_EPS = 1e-8
 MBSTD_EPS = 1e-8
 
 
-def channels_at(size_px: int, channel_multiplier: int) -> int:
-    """Feature channels at a resolution: MMagic's (and config F's) table, 512 up to 32x32, then halving."""
-    return 512 if size_px <= 32 else 16384 // size_px * channel_multiplier
+def channels_at(size_px: int, channel_multiplier: int, channel_max: int) -> int:
+    """Feature channels at a resolution: MMagic's (and config F's) table, 512 up to 32x32, then halving, capped at
+    channel_max."""
+    return min(512 if size_px <= 32 else 16384 // size_px * channel_multiplier, channel_max)
 
 
 def make_kernel(taps: Sequence[int]) -> torch.Tensor:
@@ -208,12 +209,12 @@ class ModulatedConv2d(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, pre_normalize: bool = False) -> torch.Tensor:
         n, ch, h, w = x.shape
         weight = self.weight_orig * self.scale  # [1, O, I, k, k]
+        s = self.style_modulation(style).to(weight.dtype)
         if pre_normalize and self.demodulate:
             # Keep fp16 products in range (NVlabs): a positive per-output-channel factor on the weight and one per
-            # sample on the style, both cancelled exactly by the demodulation.
+            # sample on the modulation s, both cancelled exactly by the demodulation.
             weight = weight / weight.abs().amax(dim=[2, 3, 4], keepdim=True) / math.sqrt(ch * self.kernel_size**2)
-            style = style / style.abs().amax(dim=1, keepdim=True)
-        s = self.style_modulation(style).to(weight.dtype)
+            s = s / s.abs().amax(dim=1, keepdim=True)
         weight = weight * s.view(n, 1, ch, 1, 1)
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.square().sum(dim=[2, 3, 4], keepdim=True) + DEMOD_EPS)
@@ -329,7 +330,7 @@ class StyleGAN2Generator(Generator):
         log_size = cfg.out_size.bit_length() - 1
         self.num_latents = 2 * log_size - 2
         self.num_injected_noises = self.num_latents - 1
-        ch = {2**i: channels_at(2**i, cfg.channel_multiplier) for i in range(2, log_size + 1)}
+        ch = {2**i: channels_at(2**i, cfg.channel_multiplier, cfg.channel_max) for i in range(2, log_size + 1)}
         reduced = _reduced_dtype(cfg.reduced_dtype)
 
         mapping: list[nn.Module] = []
@@ -632,7 +633,7 @@ class StyleGAN2Discriminator(nn.Module):
         self.cfg = cfg
         self.num_classes, self.input_scale = cfg.num_classes, cfg.in_size
         log_size = cfg.in_size.bit_length() - 1
-        ch = {2**i: channels_at(2**i, cfg.channel_multiplier) for i in range(2, log_size + 1)}
+        ch = {2**i: channels_at(2**i, cfg.channel_multiplier, cfg.channel_max) for i in range(2, log_size + 1)}
         reduced = _reduced_dtype(cfg.reduced_dtype)
         # MMagic runs the from-RGB layer reduced whenever any scale is.
         first_dtype = reduced if cfg.num_fp16_scales > 0 else None
