@@ -403,10 +403,12 @@ class StyleGAN2Generator(Generator):
         get_mean_latent, in chunks of 1024), or the running `w_avg` of a conditional G."""
         if self.num_classes:
             return self.get_buffer("w_avg")[None].clone()
-        device = self.constant_input.input.device if generator is None else generator.device
+        device = self.constant_input.input.device
+        draw_on = device if generator is None else generator.device
         total = None
         for start in range(0, num_samples, 1024):
-            z = torch.randn(min(1024, num_samples - start), self.noise_size, generator=generator, device=device)
+            z = torch.randn(min(1024, num_samples - start), self.noise_size, generator=generator, device=draw_on)
+            z = z.to(device)
             part = self.style_mapping(z).float().sum(dim=0, keepdim=True)
             total = part if total is None else total + part
         assert total is not None, "num_samples must be positive"
