@@ -403,7 +403,7 @@ class StyleGAN2Generator(Generator):
         get_mean_latent, in chunks of 1024), or the running `w_avg` of a conditional G."""
         if self.num_classes:
             return self.get_buffer("w_avg")[None].clone()
-        device = self.constant_input.input.device
+        device = self.get_buffer("injected_noise_0").device  # a buffer: never partitioned by ZeRO-3
         draw_on = device if generator is None else generator.device
         total = None
         for start in range(0, num_samples, 1024):
