@@ -163,8 +163,8 @@ class StyleGAN2Generator(Strict):
     num_mlps: PositiveInt = 8
     channel_multiplier: PositiveInt = 2
     channel_max: PositiveInt = 512
-    """Channels at resolution r: min(channel_max, 16384 * channel_multiplier / r), MMagic's table for the default 512
-    (MMagic has no such field; NVlabs' `channel_max`). Lower it for small models."""
+    """Cap on the channels of every layer (NVlabs' channel_max). 512 = MMagic's table, which has no such argument:
+    only at 512 do MMagic checkpoints load. Smaller values make narrow test or toy models."""
     blur_kernel: list[PositiveInt] = [1, 3, 3, 1]
     lr_mlp: PositiveFloat = 0.01
     """Learning-rate multiplier of the mapping network (equalized lr)."""
@@ -233,7 +233,8 @@ class StyleGAN2Discriminator(Strict):
     """0 = unconditional; else projection onto a mapped class embedding (MMagic's `cond_size`)."""
     channel_multiplier: PositiveInt = 2
     channel_max: PositiveInt = 512
-    """As the generator's."""
+    """Cap on the channels of every layer (NVlabs' channel_max). 512 = MMagic's table, which has no such argument:
+    only at 512 do MMagic checkpoints load. Smaller values make narrow test or toy models."""
     blur_kernel: list[PositiveInt] = [1, 3, 3, 1]
     mbstd_cfg: MiniBatchStdDev = MiniBatchStdDev()
     cond_mapping_channels: PositiveInt = 512
