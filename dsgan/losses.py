@@ -8,12 +8,14 @@ penalties in fp16 tend to NaN).
 from __future__ import annotations
 
 import math
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dsgan.config import Loss
+from dsgan.models.stylegan2 import full_precision
 
 
 def d_loss(
@@ -45,7 +47,8 @@ def _input_gradients(d_module: nn.Module, x: torch.Tensor, y: torch.Tensor | Non
     """grad_x D(x) per sample, with a graph (the penalty is differentiated again). Autocast off: fp32 unless a bf16
     engine made D's parameters bf16 (bf16 has fp32's range, so no overflow as in fp16)."""
     x = x.detach().float().requires_grad_(True)
-    with torch.autocast(x.device.type, enabled=False):  # the backward too: it runs under the caller's autocast
+    # The backward too: it runs under the caller's autocast. Partial-precision layers (StyleGAN2) in fp32 as well.
+    with torch.autocast(x.device.type, enabled=False), full_precision(d_module):
         out = d_module(x, y).float()
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.flatten(1)
@@ -84,8 +87,16 @@ def d_regularizer(
     return torch.stack(terms).sum() if terms else None
 
 
+class StyleSpace(Protocol):
+    """A generator with style codes (StyleGAN2Generator), as the path-length penalty needs it."""
+
+    def style_codes(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor: ...
+
+    def __call__(self, w: torch.Tensor, y: torch.Tensor | None, *, input_is_latent: bool) -> torch.Tensor: ...
+
+
 def path_length_penalty(
-    g_module: nn.Module,
+    g_module: StyleSpace,
     z: torch.Tensor,
     y: torch.Tensor | None,
     mean: torch.Tensor,
@@ -96,8 +107,12 @@ def path_length_penalty(
     image w.r.t. the style codes w that synthesised it, u ~ N(0, I) / sqrt(H W) an image-shaped probe (drawn from
     `generator`), and a = mean + decay * (batch mean - mean) the running mean of the path length, differentiated
     through as in NVlabs and MMagic. In fp32, unscaled. Returns (penalty, a detached)."""
-    with torch.autocast(z.device.type, enabled=False):  # the backward too: it runs under the caller's autocast
-        images, latents = g_module(z, y, return_latents=True)
+    # The backward too: it runs under the caller's autocast. Partial-precision layers in fp32 as well.
+    with torch.autocast(z.device.type, enabled=False), full_precision(cast(nn.Module, g_module)):
+        # Differentiate w.r.t. style codes this function passes in: under ZeRO-3 a module's outputs are copies
+        # made by DeepSpeed's hooks, so the w+ a forward returns is not the one its synthesis used.
+        latents = g_module.style_codes(z, y)
+        images = g_module(latents, y, input_is_latent=True)
         images = images.float()
         probe = torch.randn(images.shape, generator=generator, device=images.device) / math.sqrt(images[0, 0].numel())
         (grad,) = torch.autograd.grad((images * probe).sum(), latents, create_graph=True)

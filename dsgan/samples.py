@@ -148,18 +148,22 @@ def sample(
     elif classes:
         raise ValueError(f"classes={classes}: the generator is unconditional")
     rng = torch.Generator().manual_seed(seed)
-    style_space = callable(getattr(generator, "mean_latent", None))
-    kwargs: dict[str, object] = {}
-    if style_space and truncation is not None:
-        # StyleGAN's truncation: w' = mean + t (w - mean), towards the mean style code (z stays a plain normal)
+    mean_latent = getattr(generator, "mean_latent", None)  # a style space (StyleGAN2)
+    means = None
+    if mean_latent is not None and truncation is not None:
+        # StyleGAN's truncation: w' = mean + t (w - mean) towards the mean style code (of each sample's class)
         with eval_mode(generator):
-            kwargs = {"truncation": truncation, "truncation_latent": generator.mean_latent(generator=rng)}
-    z = truncated_noise(num, generator.noise_size, None if style_space else truncation, rng)
-    batches = range(0, num, batch_size)
-    out = [
-        generate(
-            generator, z[i : i + batch_size], None if labels is None else labels[i : i + batch_size], device, **kwargs
-        ).cpu()
-        for i in batches
-    ]
+            drawn = torch.Generator(device).manual_seed(seed)
+            per_class = [mean_latent(generator=drawn, label=c) for c in range(num_classes)] if num_classes else []
+            means = torch.cat(per_class)[labels.to(device)] if labels is not None else mean_latent(generator=drawn)
+    z = truncated_noise(num, generator.noise_size, None if mean_latent else truncation, rng)
+    out = []
+    for i in range(0, num, batch_size):
+        part = slice(i, i + batch_size)
+        y = None if labels is None else labels[part]
+        if means is None:
+            out.append(generate(generator, z[part], y, device).cpu())
+        else:
+            mean = means if len(means) == 1 else means[part]
+            out.append(generate(generator, z[part], y, device, truncation=truncation, truncation_latent=mean).cpu())
     return torch.cat(out), labels

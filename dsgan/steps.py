@@ -5,14 +5,14 @@ backward). Also their inputs (noise that needs no RNG state to resume) and their
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
 from dsgan.config import GeneratorModel, Loss
 from dsgan.distributed import DistEnv
 from dsgan.engines import EngineDict, Update
-from dsgan.losses import d_loss, d_regularizer, g_loss, path_length_penalty
+from dsgan.losses import StyleSpace, d_loss, d_regularizer, g_loss, path_length_penalty
 from dsgan.schedule import Schedule
 
 D_STATS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real_mean", "d_fake_mean", "d_reg")
@@ -104,7 +104,8 @@ def g_step(
         if path_length is not None:
             (pl_z, pl_y, probe), mean = path_length
             # G's module, not its engine: autograd.grad through an engine fires its gradient hooks (see losses).
-            penalty, path_mean = path_length_penalty(g.module, pl_z, pl_y, mean, loss_cfg.pl_decay, probe)
+            styled = cast(StyleSpace, g.module)  # the config allows pl_weight > 0 only for StyleGAN2
+            penalty, path_mean = path_length_penalty(styled, pl_z, pl_y, mean, loss_cfg.pl_decay, probe)
             reg = loss_cfg.pl_weight * loss_cfg.pl_interval * penalty  # lazy: scaled by the interval
             loss_total = loss + reg
         else:

@@ -174,8 +174,6 @@ class StyleGAN2Generator(Strict):
     """Style mode in eval mode (sampling, evaluation)."""
     norm_eps: PositiveFloat = 1e-6
     mix_prob: Annotated[float, Field(ge=0, le=1)] = 0.9
-    w_avg_beta: Annotated[float, Field(gt=0, lt=1)] = 0.998
-    """Conditional G only: the mean latent for truncation is a running average of w with this decay (MMagic)."""
     num_fp16_scales: Annotated[int, Field(ge=0)] = 0
     """Run the highest-resolution this many scales in reduced precision (`reduced_dtype`) inside an fp32 engine,
     clamping their outputs to +-conv_clamp (MMagic/NVlabs partial fp16). 0 = off."""

@@ -379,7 +379,8 @@ class StyleGAN2Generator(Generator):
             size_px = 2 ** ((i + 5) // 2)
             self.register_buffer(f"injected_noise_{i}", torch.randn(1, 1, size_px, size_px))
         if cfg.num_classes:
-            # mean_latent cannot average over a class distribution: a running mean of w, updated with update_ws.
+            # MMagic's running mean of w (its `update_ws`, which its trainer never sets): kept for the state-dict
+            # layout only; truncation uses each class's own mean (mean_latent).
             self.register_buffer("w_avg", torch.zeros(cfg.style_channels))
 
     def _style_mode(self) -> str:
@@ -398,21 +399,65 @@ class StyleGAN2Generator(Generator):
         return self.pixel_norm(self.embed(F.one_hot(y, self.num_classes).float()))
 
     @torch.no_grad()
-    def mean_latent(self, num_samples: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:
+    def mean_latent(
+        self, num_samples: int = 4096, generator: torch.Generator | None = None, label: int | None = None
+    ) -> torch.Tensor:
         """The mean w [1, style_channels] for truncation: the mean of mapping(z) over num_samples normal z (MMagic's
-        get_mean_latent, in chunks of 1024), or the running `w_avg` of a conditional G."""
-        if self.num_classes:
-            return self.get_buffer("w_avg")[None].clone()
+        get_mean_latent, in chunks of 1024); for a conditional G, of mapping(z, label) (the class's own mean: the
+        `w_avg` buffer is kept for MMagic's state-dict layout, but MMagic's trainer never updates it)."""
+        if bool(self.num_classes) != (label is not None):
+            raise ValueError(f"mean_latent: label={label} for a generator with num_classes={self.num_classes}")
         device = self.get_buffer("injected_noise_0").device  # a buffer: never partitioned by ZeRO-3
         draw_on = device if generator is None else generator.device
         total = None
         for start in range(0, num_samples, 1024):
             z = torch.randn(min(1024, num_samples - start), self.noise_size, generator=generator, device=draw_on)
             z = z.to(device)
-            part = self.style_mapping(z).float().sum(dim=0, keepdim=True)
+            y = None if label is None else torch.full((len(z),), label, device=device)
+            part = self._map(z, self._embedding(y)).float().sum(dim=0, keepdim=True)
             total = part if total is None else total + part
         assert total is not None, "num_samples must be positive"
         return total / num_samples
+
+    def style_codes(
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        truncation: float = 1.0,
+        truncation_latent: torch.Tensor | None = None,
+        input_is_latent: bool = False,
+        inject_index: int | None = None,
+    ) -> torch.Tensor:
+        """The w+ [B, num_latents, style_channels] that the synthesis consumes, from z [B, noise_size] (or w
+        [B, style_channels] / w+ with input_is_latent).
+
+        In the 'mix' style mode (training by default) a second z is drawn with probability mix_prob and its w
+        replaces rows inject_index.. of w+ (inject_index uniform in 1..num_latents-1 unless given). The decision and
+        the index come from torch's global CPU RNG (python control flow: no device sync), the second z from the
+        global RNG of z's device. truncation < 1: w' = mean + truncation (w - mean), mean = truncation_latent ([1 or
+        B, style_channels]) or `mean_latent()` recomputed (pass truncation_latent to avoid that)."""
+        if input_is_latent:
+            styles = [z]
+        else:
+            embedding = self._embedding(y)
+            styles = [self._map(z, embedding)]
+            mix = self._style_mode() == "mix" and torch.rand(()).item() < self.cfg.mix_prob
+            if mix and self.num_latents > 1:
+                styles.append(self._map(torch.randn_like(z), embedding))
+
+        if truncation < 1:
+            mean = self.mean_latent() if truncation_latent is None else truncation_latent
+            styles = [mean.to(s.dtype) + truncation * (s - mean.to(s.dtype)) for s in styles]
+
+        if len(styles) == 1:
+            w = styles[0]
+            return w if w.ndim == 3 else w[:, None].expand(-1, self.num_latents, -1)
+        if inject_index is None:
+            inject_index = int(torch.randint(1, self.num_latents, ()).item())
+        first = styles[0][:, None].expand(-1, inject_index, -1)
+        second = styles[1][:, None].expand(-1, self.num_latents - inject_index, -1)
+        return torch.cat([first, second], dim=1)
 
     def forward(
         self,
@@ -426,46 +471,20 @@ class StyleGAN2Generator(Generator):
         injected_noise: Sequence[torch.Tensor | None] | None = None,
         randomize_noise: bool = True,
         inject_index: int | None = None,
-        update_ws: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """z [B, noise_size] (or w [B, style_channels] / w+ [B, num_latents, style_channels] with input_is_latent).
-
-        In the 'mix' style mode (training by default) a second z is drawn with probability mix_prob and its w
-        replaces rows inject_index.. of w+ (inject_index uniform in 1..num_latents-1 unless given). The decision and
-        the index come from torch's global CPU RNG (python control flow: no device sync), the second z from the
-        global RNG of z's device. truncation < 1: w' = mean + truncation (w - mean), mean = truncation_latent or
-        `mean_latent()` recomputed (pass truncation_latent to avoid that). Noise: fresh per call, or the
+        """Images from z (see `style_codes` for z, mixing and truncation). Noise: fresh per call, or the
         `injected_noise_*` buffers when randomize_noise is false or cfg.fixed_noise, or the given maps.
-        update_ws (conditional G, training mode): update the running mean `w_avg` with the first w, as MMagic.
-        return_latents: also return the w+ the synthesis consumed (in the graph, for the path-length penalty).
-        """
-        embedding = None if input_is_latent else self._embedding(y)
-        if input_is_latent:
-            styles = [z]
-        else:
-            styles = [self._map(z, embedding)]
-            mix = self._style_mode() == "mix" and torch.rand(()).item() < self.cfg.mix_prob
-            if mix and self.num_latents > 1:
-                styles.append(self._map(torch.randn_like(z), embedding))
-
-        if update_ws and self.training and self.num_classes:
-            w_avg = self.get_buffer("w_avg")
-            w_avg.copy_(styles[0].detach().float().mean(dim=0).lerp(w_avg, self.cfg.w_avg_beta))
-
-        if truncation < 1:
-            mean = self.mean_latent() if truncation_latent is None else truncation_latent
-            styles = [mean.to(s.dtype) + truncation * (s - mean.to(s.dtype)) for s in styles]
-
-        if len(styles) == 1:
-            w = styles[0]
-            latent = w if w.ndim == 3 else w[:, None].expand(-1, self.num_latents, -1)
-        else:
-            if inject_index is None:
-                inject_index = int(torch.randint(1, self.num_latents, ()).item())
-            first = styles[0][:, None].expand(-1, inject_index, -1)
-            second = styles[1][:, None].expand(-1, self.num_latents - inject_index, -1)
-            latent = torch.cat([first, second], dim=1)
-
+        return_latents: also return the w+ the synthesis consumed (MMagic's API; under ZeRO-3 the returned tensor is
+        a copy made by DeepSpeed's forward hooks, so differentiate w.r.t. `style_codes`' output passed back in with
+        input_is_latent, as the path-length penalty does)."""
+        latent = self.style_codes(
+            z,
+            y,
+            truncation=truncation,
+            truncation_latent=truncation_latent,
+            input_is_latent=input_is_latent,
+            inject_index=inject_index,
+        )
         if injected_noise is None:
             if randomize_noise and not self.cfg.fixed_noise:
                 injected_noise = [None] * self.num_injected_noises

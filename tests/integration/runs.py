@@ -8,22 +8,29 @@ from pathlib import Path
 from launch import REPO, launch, start
 
 TINY = str(REPO / "configs" / "tiny_cpu.yaml")
+STYLEGAN2_TINY = str(REPO / "tests" / "fixtures" / "stylegan2_tiny.yaml")
 FAULT_WORKER = Path(__file__).with_name("fault_worker.py")
 
 
-def _train_args(run_dir: Path, sets: tuple[str, ...] | list[str], fault: str | None) -> list[str]:
+def _train_args(run_dir: Path, sets: tuple[str, ...] | list[str], fault: str | None, config: str = TINY) -> list[str]:
     entry = [str(FAULT_WORKER), fault] if fault else ["-m", "dsgan.train"]
-    args = [*entry, "--config", TINY, "--run-dir", str(run_dir)]
+    args = [*entry, "--config", config, "--run-dir", str(run_dir)]
     for s in sets:
         args += ["--set", s]
     return args
 
 
 def train(
-    run_dir: Path, world: int, *sets: str, fault: str | None = None, env: dict | None = None, timeout: float = 300
+    run_dir: Path,
+    world: int,
+    *sets: str,
+    fault: str | None = None,
+    env: dict | None = None,
+    timeout: float = 300,
+    config: str = TINY,
 ) -> list:
-    """`python -m dsgan.train` on `world` ranks; with `fault`, through fault_worker.py (see there)."""
-    return launch(_train_args(run_dir, sets, fault), world_size=world, timeout=timeout, env=env)
+    """`python -m dsgan.train --config config` on `world` ranks; with `fault`, through fault_worker.py (see there)."""
+    return launch(_train_args(run_dir, sets, fault, config), world_size=world, timeout=timeout, env=env)
 
 
 def start_train(run_dir: Path, world: int, sets: list[str], fault: str | None = None) -> list[subprocess.Popen]:

@@ -12,7 +12,7 @@ from torch import nn
 from dsgan.config import Loss
 from dsgan.config import models as c
 from dsgan.distributed import DistEnv
-from dsgan.losses import d_regularizer, path_length_penalty
+from dsgan.losses import d_regularizer, path_length_penalty, r1_penalty
 from dsgan.schedule import Schedule
 from dsgan.steps import PathLength, sample_latents
 
@@ -29,10 +29,12 @@ class LinearSynthesis(nn.Module):
             torch.randn(NUM_LATENTS, 1 * SIZE * SIZE, STYLE, generator=torch.Generator().manual_seed(0))
         )
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None, return_latents: bool = False):
-        w = z.view(-1, NUM_LATENTS, STYLE) * self.gain  # in the graph of a parameter, as mapped style codes are
-        images = torch.einsum("lps,bls->bp", self.A, w).view(-1, 1, SIZE, SIZE)
-        return (images, w) if return_latents else images
+    def style_codes(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return z.view(-1, NUM_LATENTS, STYLE) * self.gain  # in the graph of a parameter, as mapped style codes are
+
+    def forward(self, w: torch.Tensor, y: torch.Tensor | None, input_is_latent: bool) -> torch.Tensor:
+        assert input_is_latent
+        return torch.einsum("lps,bls->bp", self.A, w).view(-1, 1, SIZE, SIZE)
 
 
 def test_path_length_penalty_closed_form():
@@ -58,6 +60,15 @@ def test_path_length_penalty_is_fp32_under_autocast():
         got, _ = path_length_penalty(g, z, None, torch.tensor(0.0), 0.01, torch.Generator().manual_seed(0))
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected)
+
+
+class SumD(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.conv(x).flatten(1).sum(1)
 
 
 CASES = [(1, 1, 1, 1), (1, 1, 4, 2), (2, 3, 2, 4), (5, 1, 1, 1), (1, 2, 3, 1), (3, 2, 2, 3)]
@@ -88,9 +99,8 @@ def test_regularized_updates_for_every_schedule(d_steps, g_steps, acc_d, acc_g, 
     # whole updates: every regularized G update has all of its micro-batches regularized
     assert len(got_g) % acc_g == 0 and got_g
     # R1 runs on the micro-steps of D update `schedule.d_updates(it)` (d_step's argument in the trainer)
-    cfg, d, x = Loss(r1_weight=1.0, r1_interval=interval), nn.Conv2d(1, 1, 1), torch.randn(2, 1, 2, 2)
-    d_module = lambda x, y: d(x).flatten(1).sum(1)  # noqa: E731
-    got_d = [it for it in range(iters) if d_regularizer(cfg, d_module, x, x, None, s.d_updates(it)) is not None]
+    cfg, d, x = Loss(r1_weight=1.0, r1_interval=interval), SumD(), torch.randn(2, 1, 2, 2)
+    got_d = [it for it in range(iters) if d_regularizer(cfg, d, x, x, None, s.d_updates(it)) is not None]
     assert got_d == expected_d
 
 
@@ -117,3 +127,22 @@ def test_path_length_batch_is_shrunk_seeded_and_apart_from_g_noise():
     assert pl.batch(3, 0, 1)[0].z.shape == (1, 8)  # never an empty batch
     pl.update(torch.tensor(0.5))
     assert math.isclose(pl.mean.item(), 0.5)
+
+
+def test_penalties_run_partial_precision_layers_in_fp32():
+    """R1 and path length of a StyleGAN2 with its top scale in bf16 equal those of the same weights in fp32."""
+    small = {"channel_multiplier": 1, "channel_max": 16}
+    reduced = {"num_fp16_scales": 1, "reduced_dtype": "bfloat16"}
+    d32 = c.StyleGAN2Discriminator(in_size=8, **small).build()
+    d16 = c.StyleGAN2Discriminator(in_size=8, **small, **reduced).build()
+    d16.load_state_dict(d32.state_dict())
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(r1_penalty(d16, x, None), r1_penalty(d32, x, None), rtol=0, atol=0)
+    g_cfg = c.StyleGAN2Generator(out_size=8, style_channels=8, num_mlps=1, fixed_noise=True, **small)
+    g32, g16 = g_cfg.build(), g_cfg.model_copy(update=reduced).build()
+    g16.load_state_dict(g32.state_dict())
+    z, args = torch.randn(2, 8), (torch.tensor(0.5), 0.01)
+    a = path_length_penalty(g32.eval(), z, None, *args, torch.Generator().manual_seed(0))
+    b = path_length_penalty(g16.eval(), z, None, *args, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(g16(z), g32(z))  # outside the penalties the top scale is bf16
