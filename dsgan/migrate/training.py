@@ -229,6 +229,8 @@ def precision_stylegan2(ctx: Ctx, generator: dict[str, Any], discriminator: dict
         if ctx.has("fp16"):
             ctx.ledger.ignored("fp16", "mmgen 0.x does not apply `fp16` to GANs (they step their own optimizers)")
         scaler = ctx.get("runner.fp16_loss_scaler")
+        if scaler and not isinstance(scaler, dict):
+            raise ctx.error("runner.fp16_loss_scaler", f"{show(scaler)}: expected a dict of GradScaler arguments")
         if scaler:
             ledger.unsupported("runner.fp16_loss_scaler", "not applied: see the note on loss scaling")
             ledger.note(
@@ -259,9 +261,8 @@ def precision_stylegan2(ctx: Ctx, generator: dict[str, Any], discriminator: dict
         else:
             meaning = f"{show(scale)} is a dynamic GradScaler in MMEngine's AmpOptimWrapper"
         ledger.unsupported(f"{path}.loss_scale", "not applied: see the note on loss scaling")
-        for key in ("dtype",):
-            if ctx.has(f"{path}.{key}"):
-                ledger.ignored(f"{path}.{key}", "MMagic's StyleGAN2 does not use the wrapper's autocast")
+        if ctx.has(f"{path}.dtype"):
+            ledger.ignored(f"{path}.dtype", "MMagic's StyleGAN2 does not use the wrapper's autocast")
         ledger.note(
             f"{path}.loss_scale={show(scale)}: {meaning}. MMagic's StyleGAN2 uses the AmpOptimWrapper only for that "
             "scaler (its train_step does not enter the autocast context; fp16 runs in the num_fp16_scales layers). "
