@@ -21,7 +21,7 @@ from dsgan.config import Config, apply_override, load_config
 from dsgan.errors import ConfigError
 from dsgan.migrate import training as t
 from dsgan.migrate.ledger import MISSING, Ctx, Ledger, lookup, show
-from dsgan.migrate.models import IMPLICIT_LOSS, convert_loss, convert_network
+from dsgan.migrate.models import IMPLICIT_LOSS, STYLEGAN2_NETS, convert_loss, convert_network
 from dsgan.migrate.source import Source, load_source
 from dsgan.schedule import Schedule
 
@@ -41,7 +41,7 @@ V1_MODELS = {
 }
 SUPPORTED = {
     "0.x": ("BasiccGAN", "StaticUnconditionalGAN"),
-    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "BaseGAN", "BaseConditionalGAN"),
+    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
 }
 VERSION_NAMES = {"0.x": "MMGeneration 0.x", "1.x": "MMGeneration 1.x / MMagic"}
 IMAGENET_TYPES = {
@@ -52,7 +52,8 @@ IMAGENET_TYPES = {
     "mmcls.CustomDataset",
     "mmpretrain.CustomDataset",
 }
-UNCONDITIONAL_TYPES = {"UnconditionalImageDataset"}
+UNCONDITIONAL_TYPES = {"UnconditionalImageDataset", "BasicImageDataset"}
+_FLIP = "horizontal flip augmentation: not converted yet (TODO), dsgan's loaders do not flip"
 
 _EVAL = "evaluation: dsgan evaluates with `dsgan eval` or eval.every_iters (TF-Inception FID/IS); not converted"
 _PIPELINE = "image pipeline: dsgan's image_folder loader center-crops and resizes to the model scale, in RGB"
@@ -193,26 +194,34 @@ def _convert(ctx: Ctx, source: Source) -> dict[str, Any]:
             f"not supported yet: {kind!r} (supported {VERSION_NAMES[version]} models: {', '.join(SUPPORTED[version])})",
         )
     model_defaults = {}
-    if version == "1.x":
+    if kind == "StyleGAN2":
+        for key in ("num_classes", "noise_size"):
+            if ctx.has(f"model.{key}"):
+                raise ctx.error(f"model.{key}", "MMagic's StyleGAN2 takes no model-level value: set it in the networks")
+    elif version == "1.x":
         for key in ("num_classes", "noise_size"):
             if ctx.has(f"model.{key}"):
                 model_defaults[key] = ctx.get(f"model.{key}")
                 ledger.converted(f"model.{key}", f"the networks' {key} where they do not set it (MMagic's BaseGAN)")
     generator = convert_network(ctx, "generator", model_defaults)
     discriminator = convert_network(ctx, "discriminator", model_defaults)
-    if kind not in IMPLICIT_LOSS:
+    stylegan2 = ctx.get("model.generator.type") in STYLEGAN2_NETS
+    if kind not in IMPLICIT_LOSS and kind != "StyleGAN2":
         ledger.converted("model.type", f"{kind}: dsgan's D/G alternation (see schedule)")
+    schedule = t.schedule_0x(ctx) if version == "0.x" else t.schedule_1x(ctx)
+    d_scale = discriminator["in_size"] if stylegan2 else discriminator["input_scale"]
     loss_root = "model" if version == "0.x" else "model.loss_config"
-    loss = convert_loss(ctx, loss_root, kind if version == "1.x" else None, discriminator["input_scale"])
+    loss = convert_loss(ctx, loss_root, kind if version == "1.x" else None, d_scale, schedule)
     if version == "0.x":
-        schedule = t.schedule_0x(ctx)
-        precision = t.precision_0x(ctx)
+        precision = t.precision_stylegan2(ctx, generator, discriminator) if stylegan2 else t.precision_0x(ctx)
         optimizers = {role: t.optimizer(ctx, f"optimizer.{role}", role) for role in t.ROLES}
         clipping = {role: 0.0 for role in t.ROLES}
         ema = t.ema_0x(ctx, schedule)
     else:
-        schedule = t.schedule_1x(ctx)
-        precision = {role: t.precision_1x(ctx, role) for role in t.ROLES}
+        if stylegan2:
+            precision = t.precision_stylegan2(ctx, generator, discriminator)
+        else:
+            precision = {role: t.precision_1x(ctx, role) for role in t.ROLES}
         optimizers = {role: t.optimizer(ctx, f"optim_wrapper.{role}.optimizer", role) for role in t.ROLES}
         clipping = {role: t.clip_grad(ctx, f"optim_wrapper.{role}.clip_grad", role) for role in t.ROLES}
         ema = t.ema_1x(ctx, schedule)
@@ -305,7 +314,24 @@ def _data(ctx: Ctx, num_classes: int) -> tuple[int, dict[str, Any]]:
     ):
         ledger.ignored(f"{root_key}.{key}", reason)
     ledger.ignored(f"{dataset_key}.pipeline", _PIPELINE)
+    _flips(ctx, dataset_key, dataset)
     return micro, data
+
+
+def _flips(ctx: Ctx, dataset_key: str, dataset: dict[str, Any]) -> None:
+    """A random flip in the training pipeline changes what is trained (it doubles the data); say it is lost."""
+    pipeline = dataset.get("pipeline") or []
+    for i, step in enumerate(pipeline if isinstance(pipeline, (list, tuple)) else []):
+        if isinstance(step, dict) and step.get("type") in ("Flip", "RandomFlip"):
+            ctx.ledger.unsupported(f"{dataset_key}.pipeline[{i}]", _FLIP)
+            train_pipeline = ctx.get("train_pipeline")
+            if isinstance(train_pipeline, list) and i < len(train_pipeline) and train_pipeline[i] == step:
+                ctx.ledger.unsupported(f"train_pipeline[{i}]", _FLIP)
+            ctx.ledger.note(
+                f"{dataset_key}.pipeline[{i}]: the source flips images horizontally at random "
+                f"({show(step)}); dsgan's image_folder loader has no flip yet (TODO), so the converted run trains on "
+                "unflipped images only (half the effective data of a flipped dataset)"
+            )
 
 
 def _dataset_root(ctx: Ctx, key: str, dataset: dict[str, Any], kind: str | None) -> str | None:
@@ -333,6 +359,13 @@ def _dataset_root(ctx: Ctx, key: str, dataset: dict[str, Any], kind: str | None)
         if not dataset.get(name):
             return None
         root = dataset[name]
+        prefix = dataset.get("data_prefix")
+        if kind == "BasicImageDataset" and isinstance(prefix, dict):
+            # MMagic's BasicImageDataset reads data_root/data_prefix['gt'] (every image under it)
+            if set(prefix) != {"gt"} or not isinstance(prefix["gt"], str):
+                raise ctx.error(f"{key}.data_prefix", f"not supported yet: {show(prefix)} (one 'gt' folder)")
+            root = os.path.join(root, prefix["gt"]) if prefix["gt"] else root
+            ledger.converted(f"{key}.data_prefix", f"data.root = {root!r}")
         ledger.converted(f"{key}.{name}", f"data.root = {root!r}")
     else:
         return None

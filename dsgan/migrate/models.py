@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsgan.migrate.ledger import Ctx, show
+from dsgan.schedule import Schedule
 
 _NO_DEFAULT = object()
 
@@ -143,7 +144,80 @@ _SNGAN_D = NetSpec(
         "pretrained": None,
     },
 )
+_SG2_COMMON = {
+    "channel_multiplier": ("channel_multiplier", 2),
+    "blur_kernel": ("blur_kernel", [1, 3, 3, 1]),
+    "num_fp16_scales": ("num_fp16_scales", 0),
+}
+_SG2_G = {
+    "out_size": ("out_size", _NO_DEFAULT),
+    "style_channels": ("style_channels", _NO_DEFAULT),
+    "num_mlps": ("num_mlps", 8),
+    "lr_mlp": ("lr_mlp", 0.01),
+    "default_style_mode": ("default_style_mode", "mix"),
+    "eval_style_mode": ("eval_style_mode", "single"),
+    "mix_prob": ("mix_prob", 0.9),
+    **_SG2_COMMON,
+}
+_SG2_FIXED = {"reduced_dtype": "float16", "conv_clamp": 256.0}
+"""Partial precision as MMagic/mmgen run it: fp16 layers whose outputs are clamped to +-256 (their modules'
+`conv_clamp` default, not a network argument)."""
+_STYLEGAN2_G = NetSpec(
+    "StyleGAN2Generator",
+    {
+        **_SG2_G,
+        "out_channels": ("out_channels", 3),
+        "noise_size": ("noise_size", None),
+        "cond_size": ("num_classes", None),
+        "norm_eps": ("norm_eps", 1e-6),
+        "w_avg_beta": ("w_avg_beta", 0.998),
+        "fixed_noise": ("fixed_noise", False),
+    },
+    {
+        "cond_mapping_channels": None,
+        "update_mean_latent_with_ema": False,
+        "fp16_enabled": False,
+        "bgr2rgb": False,
+        "pretrained": None,
+    },
+    _SG2_FIXED,
+)
+_STYLEGAN2_G_0X = NetSpec(
+    "StyleGAN2Generator",
+    _SG2_G,
+    {"fp16_enabled": False, "pretrained": None},
+    # mmgen 0.x's generator is unconditional and RGB, its PixelNorm eps 1e-6, its noise always fresh.
+    {**_SG2_FIXED, "out_channels": 3, "num_classes": 0, "norm_eps": 1e-6, "fixed_noise": False},
+)
+_SG2_D_EXTRA = {
+    "fp16_enabled": False,
+    "out_fp32": True,
+    "convert_input_fp32": True,
+    "input_bgr2rgb": False,
+    "pretrained": None,
+}
+_STYLEGAN2_D = NetSpec(
+    "StyleGAN2Discriminator",
+    {
+        "in_size": ("in_size", _NO_DEFAULT),
+        "img_channels": ("img_channels", 3),
+        "cond_size": ("num_classes", None),
+        "cond_mapping_channels": ("cond_mapping_channels", None),
+        "cond_mapping_layers": ("cond_mapping_layers", None),
+        **_SG2_COMMON,
+    },
+    {**_SG2_D_EXTRA, "init_cfg": None},
+    _SG2_FIXED,
+)
+_STYLEGAN2_D_0X = NetSpec(
+    "StyleGAN2Discriminator",
+    {"in_size": ("in_size", _NO_DEFAULT), **_SG2_COMMON},
+    _SG2_D_EXTRA,
+    {**_SG2_FIXED, "img_channels": 3, "num_classes": 0, "cond_mapping_channels": 512, "cond_mapping_layers": 8},
+)
 SPECS = {
+    ("generator", "StyleGANv2Generator"): _STYLEGAN2_G,
+    ("discriminator", "StyleGAN2Discriminator"): _STYLEGAN2_D,
     ("generator", "BigGANGenerator"): _BIGGAN_G,
     ("discriminator", "BigGANDiscriminator"): _BIGGAN_D,
     ("generator", "DCGANGenerator"): _DCGAN_G,
@@ -152,6 +226,12 @@ SPECS = {
     ("discriminator", "ProjDiscriminator"): _SNGAN_D,
     ("discriminator", "SAGANDiscriminator"): _SNGAN_D,
 }
+SPECS_0X = {
+    ("generator", "StyleGANv2Generator"): _STYLEGAN2_G_0X,
+    ("discriminator", "StyleGAN2Discriminator"): _STYLEGAN2_D_0X,
+}
+"""mmgen 0.x networks whose fields differ from MMagic's of the same name (looked up first for 0.x configs)."""
+STYLEGAN2_NETS = ("StyleGANv2Generator", "StyleGAN2Discriminator")
 
 
 def convert_network(ctx: Ctx, role: str, model_defaults: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +245,7 @@ def convert_network(ctx: Ctx, role: str, model_defaults: dict[str, Any]) -> dict
     if not isinstance(kind, str) or (role, kind) not in SPECS:
         supported = ", ".join(t for r, t in SPECS if r == role)
         raise ctx.error(f"{path}.type", f"not supported yet: {kind!r} (supported {role}s: {supported})")
-    spec = SPECS[(role, kind)]
+    spec = SPECS_0X.get((role, kind), SPECS[(role, kind)]) if ctx.version == "0.x" else SPECS[(role, kind)]
     ledger, target = ctx.ledger, f"{role}.model"
     ledger.converted(f"{path}.type", f"{target}.type = {spec.dsgan_type}")
     out: dict[str, Any] = {"type": spec.dsgan_type, **spec.fixed}
@@ -182,7 +262,8 @@ def convert_network(ctx: Ctx, role: str, model_defaults: dict[str, Any]) -> dict
             raise ctx.error(f"{path}.{src}", f"missing ({kind} has no default for it)")
         else:
             out[dst] = default
-            ledger.defaults.append(f"{target}.{dst} = {default!r}: {kind}'s default in the source (not set there)")
+            if default is not None:  # None defaults are resolved (and reported) by _special
+                ledger.defaults.append(f"{target}.{dst} = {default!r}: {kind}'s default in the source (not set there)")
     for src, default in spec.extra.items():
         if src not in cfg:
             continue
@@ -210,6 +291,8 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
                     f"{path}.auto_sync_bn=True (set or by default): SyncBatchNorm across ranks is not supported; dsgan "
                     "keeps per-rank BatchNorm statistics (as the seed's BigGAN-128 does with auto_sync_bn=False)"
                 )
+    elif kind in STYLEGAN2_NETS:
+        _stylegan2(ctx, path, kind, cfg, out, target)
     elif kind == "DCGANGenerator":
         _dcgan_generator(ctx, path, cfg, out, target)
     elif kind == "DCGANDiscriminator":
@@ -226,6 +309,38 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
             raise ctx.error(f"{path}.with_spectral_norm", "False is not supported: dsgan's SNGAN D always uses SN")
         if "with_spectral_norm" in cfg:
             ledger.converted(f"{path}.with_spectral_norm", "spectral norm (always on in dsgan's SNGANDiscriminator)")
+
+
+def _stylegan2(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str, Any], target: str) -> None:
+    """MMagic's `None` defaults resolved as its modules resolve them, and the settings dsgan cannot express."""
+    ledger = ctx.ledger
+    if cfg.get("fp16_enabled"):
+        raise ctx.error(
+            f"{path}.fp16_enabled",
+            "True (the whole network in fp16) is not supported yet: dsgan runs the top num_fp16_scales resolutions in "
+            "reduced precision inside an fp32 engine",
+        )
+    if out.get("num_classes") is None:
+        out["num_classes"] = 0
+        ledger.defaults.append(f"{target}.num_classes = 0: {kind}'s cond_size=None (unconditional)")
+    if kind == "StyleGANv2Generator":
+        if out.get("noise_size") is None:
+            out["noise_size"] = out["style_channels"]
+            ledger.defaults.append(f"{target}.noise_size = style_channels = {out['noise_size']}: {kind}'s rule")
+        return
+    # None: StyleGAN2Discriminator maps a condition with 512 channels and 8 layers (unused when unconditional)
+    for name, default in (("cond_mapping_channels", 512), ("cond_mapping_layers", 8)):
+        if out.get(name) is None:
+            out[name] = default
+    mbstd = cfg.get("mbstd_cfg", {"group_size": 4, "channel_groups": 1})
+    if not isinstance(mbstd, dict) or set(mbstd) - {"group_size", "channel_groups"}:
+        raise ctx.error(f"{path}.mbstd_cfg", f"not supported yet: {show(mbstd)} (group_size, channel_groups)")
+    # a given dict replaces the default; ModMBStddevLayer's own defaults fill what it leaves out
+    out["mbstd_cfg"] = {"group_size": mbstd.get("group_size", 4), "channel_groups": mbstd.get("channel_groups", 1)}
+    if "mbstd_cfg" in cfg:
+        ledger.converted(f"{path}.mbstd_cfg", f"{target}.mbstd_cfg = {out['mbstd_cfg']}")
+    else:
+        ledger.defaults.append(f"{target}.mbstd_cfg = {out['mbstd_cfg']}: {kind}'s default (not set there)")
 
 
 def _activation(ctx: Ctx, path: str, act: Any, target: str) -> dict[str, Any]:
@@ -316,10 +431,13 @@ _R1 = ("R1GradientPenalty", "R1GradientPenaltyComps")
 _GP = ("GradientPenaltyLoss", "GradientPenaltyLossComps")
 
 
-def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int) -> dict[str, Any]:
-    """`loss_root` is `model` (0.x) or `model.loss_config` (1.x BaseGAN); 1.x BigGAN/SNGAN/DCGAN imply the loss."""
+def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int, schedule: Schedule) -> dict[str, Any]:
+    """`loss_root` is `model` (0.x) or `model.loss_config` (1.x BaseGAN); 1.x BigGAN/SNGAN/DCGAN imply the loss,
+    1.x StyleGAN2 implies it and reads its penalties from `loss_config`."""
     ledger = ctx.ledger
     out: dict[str, Any] = {}
+    if model_type == "StyleGAN2":
+        return _stylegan2_loss(ctx, d_scale, schedule)
     if model_type in IMPLICIT_LOSS:
         out["type"] = IMPLICIT_LOSS[model_type]
         ledger.converted("model.type", f"loss.type = {out['type']!r} (MMagic's {model_type} hard-codes it)")
@@ -356,17 +474,189 @@ def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int)
         items = aux if isinstance(aux, (list, tuple)) else [aux]
         for i, item in enumerate(items):
             key = f"{loss_root}.disc_auxiliary_loss" + (f"[{i}]" if isinstance(aux, (list, tuple)) else "")
-            _aux_loss(ctx, key, item, d_scale, out)
-    if ctx.get(f"{loss_root}.gen_auxiliary_loss"):
-        raise ctx.error(f"{loss_root}.gen_auxiliary_loss", "not supported yet (dsgan has no generator regulariser)")
+            _aux_loss(ctx, key, item, d_scale, out, schedule)
+    gen_aux = ctx.get(f"{loss_root}.gen_auxiliary_loss")
+    if gen_aux:
+        items = gen_aux if isinstance(gen_aux, (list, tuple)) else [gen_aux]
+        if len(items) > 1:
+            raise ctx.error(f"{loss_root}.gen_auxiliary_loss", "more than one generator regulariser: not supported")
+        key = f"{loss_root}.gen_auxiliary_loss" + ("[0]" if isinstance(gen_aux, (list, tuple)) else "")
+        _path_regularizer_0x(ctx, key, items[0], out, schedule)
     return out
 
 
-def _aux_loss(ctx: Ctx, key: str, item: Any, d_scale: int, out: dict[str, Any]) -> None:
-    """MMagic/mmgen penalties multiply `loss_weight` by the mean squared gradient norm on the iterations where
-    `iteration % interval == 0`; dsgan applies gamma/2 * interval * E|grad|^2 every `r1_interval` D micro-steps
-    (one per iteration, the same unit). norm_mode 'HWC' is E|grad|^2 over the whole image; 'pixel' (the default)
-    sums over channels per pixel and averages over pixels, i.e. E|grad|^2 / (H*W)."""
+def _path_regularizer_0x(ctx: Ctx, key: str, item: Any, out: dict[str, Any], schedule: Schedule) -> None:
+    """mmgen 0.x `GeneratorPathRegularizer`: loss_weight (1.) * the penalty on iterations where
+    `iteration % interval == 0`, on micro-batch // pl_batch_shrink (1) images, running mean decay 0.01."""
+    if not isinstance(item, dict) or item.get("type") != "GeneratorPathRegularizer":
+        raise ctx.error(key, f"not supported yet: {show(item)} (supported: GeneratorPathRegularizer)")
+    if item.get("pl_batch_size") is not None:
+        raise ctx.error(f"{key}.pl_batch_size", "not supported yet: a fixed batch (dsgan shrinks the micro-batch)")
+    if item.get("use_apex_amp"):
+        raise ctx.error(f"{key}.use_apex_amp", "not supported yet: apex AMP's loss scale inside the penalty")
+    ledger = ctx.ledger
+    ledger.converted(f"{key}.type", "loss.pl_weight")
+    for name, reason in (
+        ("data_info", "wiring of mmgen's loss inputs; dsgan passes G and the batch size"),
+        ("loss_name", "a logging name"),
+        ("use_apex_amp", "False: no apex loss scale"),
+        ("pl_batch_size", "None: the batch is the micro-batch // pl_batch_shrink"),
+    ):
+        if name in item:
+            ledger.ignored(f"{key}.{name}", reason)
+    known = {"type", "loss_weight", "pl_batch_shrink", "decay", "pl_batch_size", "sync_mean_buffer", "interval"}
+    for extra in set(item) - known - {"data_info", "loss_name", "use_apex_amp"}:
+        ledger.unsupported(f"{key}.{extra}", "no dsgan equivalent")
+    _path_length(
+        ctx,
+        {name: f"{key}.{name}" for name in ("loss_weight", "interval", "pl_batch_shrink", "decay")},
+        float(item.get("loss_weight", 1.0)),
+        int(item.get("interval", 1)),
+        int(item.get("pl_batch_shrink", 1)),
+        float(item.get("decay", 0.01)),
+        schedule,
+        out,
+    )
+    if item.get("sync_mean_buffer", False):
+        ledger.converted(f"{key}.sync_mean_buffer", "the running mean averaged over ranks, as dsgan's")
+    else:
+        if "sync_mean_buffer" in item:
+            ledger.converted(f"{key}.sync_mean_buffer", "see the note on the running mean")
+        _pl_mean_note(ctx)
+
+
+def _pl_mean_note(ctx: Ctx) -> None:
+    ctx.ledger.note(
+        "Path-length running mean: the source keeps one per rank (not synchronised, as NVlabs'); dsgan averages "
+        "the new batch's mean over ranks, so every rank uses one value. The same in expectation; on one GPU identical."
+    )
+
+
+# MMagic's StyleGAN2.__init__ reads these loss_config keys with these defaults (mmagic/models/editors/stylegan2/
+# stylegan2.py); it hard-codes the non-saturating logistic loss and the path-length decay 0.01.
+_SG2_LOSS_DEFAULTS: dict[str, Any] = {
+    "r1_loss_weight": 80.0,
+    "r1_interval": 16,
+    "norm_mode": "pixel",
+    "r1_use_apex_amp": False,
+    "scale_r1_loss": False,
+    "g_reg_interval": 4,
+    "g_reg_weight": 8.0,
+    "pl_batch_shrink": 2,
+    "g_reg_use_apex_amp": False,
+}
+
+
+def _stylegan2_loss(ctx: Ctx, d_scale: int, schedule: Schedule) -> dict[str, Any]:
+    root = "model.loss_config"
+    ledger = ctx.ledger
+    cfg = ctx.get(root) or {}
+    if not isinstance(cfg, dict):
+        raise ctx.error(root, f"{show(cfg)}: expected a dict")
+    for key in set(cfg) - set(_SG2_LOSS_DEFAULTS):
+        ledger.unsupported(f"{root}.{key}", "MMagic's StyleGAN2 does not read this key")
+
+    def value(key: str) -> Any:
+        return cfg.get(key, _SG2_LOSS_DEFAULTS[key])
+
+    for key in ("r1_use_apex_amp", "g_reg_use_apex_amp"):
+        if value(key):
+            raise ctx.error(f"{root}.{key}", "not supported yet: apex AMP's loss scale inside the penalty")
+        if key in cfg:
+            ledger.ignored(f"{root}.{key}", "False: the penalty is computed without apex's loss scale")
+    if "scale_r1_loss" in cfg:
+        ledger.ignored(
+            f"{root}.scale_r1_loss",
+            "MMagic's StyleGAN2 stores it but no code reads it (its R1 gets no loss scaler): no effect in the source",
+        )
+    out: dict[str, Any] = {"type": "vanilla"}
+    ledger.converted(
+        "model.type",
+        "StyleGAN2: loss.type = 'vanilla' (MMagic hard-codes softplus(-D(x)) + softplus(D(G(z))) for D and "
+        "softplus(-D(G(z))) for G, the non-saturating logistic loss); dsgan's D/G alternation (see schedule)",
+    )
+    for key in _SG2_LOSS_DEFAULTS:
+        if key not in cfg and key not in ("r1_use_apex_amp", "g_reg_use_apex_amp", "scale_r1_loss"):
+            ledger.defaults.append(f"{root}.{key} = {_SG2_LOSS_DEFAULTS[key]!r}: MMagic's StyleGAN2 default (not set)")
+    _r1(
+        ctx,
+        {"loss_weight": f"{root}.r1_loss_weight", "interval": f"{root}.r1_interval", "norm_mode": f"{root}.norm_mode"},
+        float(value("r1_loss_weight")),
+        int(value("r1_interval")),
+        value("norm_mode"),
+        d_scale,
+        out,
+        schedule,
+    )
+    _path_length(
+        ctx,
+        {
+            "loss_weight": f"{root}.g_reg_weight",
+            "interval": f"{root}.g_reg_interval",
+            "pl_batch_shrink": f"{root}.pl_batch_shrink",
+        },
+        float(value("g_reg_weight")),
+        int(value("g_reg_interval")),
+        int(value("pl_batch_shrink")),
+        0.01,
+        schedule,
+        out,
+    )
+    _pl_mean_note(ctx)
+    return out
+
+
+def _path_length(
+    ctx: Ctx,
+    keys: dict[str, str],
+    weight: float,
+    interval: int,
+    shrink: int,
+    decay: float,
+    schedule: Schedule,
+    out: dict[str, Any],
+) -> None:
+    """Both versions add `weight` * penalty (unscaled) on the iterations where `iteration % interval == 0`, and G
+    trains on the iterations that end a cycle; dsgan adds pl_weight * pl_interval * penalty on every pl_interval-th
+    G update, so pl_weight = weight / interval (NVlabs' pl_weight; MMagic's g_reg_weight = pl_weight * interval)."""
+    ledger = ctx.ledger
+    if interval < 1 or shrink < 1:
+        raise ctx.error(keys["interval"], f"interval {interval}, batch shrink {shrink}: expected positive integers")
+    cycle = schedule.cycle_iters
+    pl_weight = float(f"{weight / interval:.12g}")
+    if cycle > 1 and math.gcd(cycle, interval) > 1:
+        # G phases end at iterations k * cycle - 1, never a multiple of the interval: the source never applies it
+        ledger.note(
+            f"Path-length penalty: G trains at iterations k * {cycle} - 1 (the last of each cycle) and the source "
+            f"adds the penalty when iteration % {interval} == 0, which never happens: it is off in the source, so "
+            "loss.pl_weight = 0 in the conversion"
+        )
+        pl_weight = 0.0
+    elif cycle > 1 or schedule.generator_steps > 1:
+        ledger.note(
+            "Path-length penalty timing: the source adds it to every G micro-batch of one G phase "
+            f"({schedule.generator_steps} update(s)) in {interval}; dsgan to every micro-batch of every "
+            f"{interval}-th G update: the same share of G updates, so the same average strength, in a different "
+            "pattern"
+        )
+    out.update(pl_weight=pl_weight, pl_interval=interval, pl_batch_shrink=shrink, pl_decay=decay)
+    for name, became in (
+        ("loss_weight", f"loss.pl_weight = {weight:g} / {interval} = {pl_weight:g}"),
+        ("interval", f"loss.pl_interval = {interval} (G updates)"),
+        ("pl_batch_shrink", f"loss.pl_batch_shrink = {shrink}"),
+        ("decay", f"loss.pl_decay = {decay:g}"),
+    ):
+        if name in keys and ctx.has(keys[name]):
+            ledger.converted(keys[name], became)
+    ledger.note(
+        f"Path-length conventions: the source adds {weight:g} * E(|J^T y| - a)^2 every {interval} iteration(s); "
+        f"dsgan adds pl_weight * pl_interval * the same every pl_interval-th G update, so pl_weight = "
+        f"{weight:g} / {interval} = {pl_weight:g} (NVlabs' pl_weight). The penalty's batch is micro-batch // {shrink}."
+    )
+
+
+def _aux_loss(ctx: Ctx, key: str, item: Any, d_scale: int, out: dict[str, Any], schedule: Schedule) -> None:
+    """mmgen's penalty modules (R1, WGAN-GP) given as `disc_auxiliary_loss`."""
     if not isinstance(item, dict) or item.get("type") not in (*_R1, *_GP):
         raise ctx.error(key, f"not supported yet: {show(item)} (supported: R1GradientPenalty, GradientPenaltyLoss)")
     ledger = ctx.ledger
@@ -375,6 +665,12 @@ def _aux_loss(ctx: Ctx, key: str, item: Any, d_scale: int, out: dict[str, Any]) 
     ledger.converted(f"{key}.type", "loss.r1_weight" if item["type"] in _R1 else "loss.gp_weight")
     if "data_info" in item:
         ledger.ignored(f"{key}.data_info", "wiring of MMagic's loss inputs; dsgan passes the real images and D")
+    if isinstance(item.get("data_info"), dict) and "loss_scaler" in item["data_info"]:
+        ledger.ignored(
+            f"{key}.data_info.loss_scaler",
+            "the source scales D's output by the GradScaler before the gradient and unscales the gradient: the same "
+            "penalty, protected from fp16 underflow; dsgan computes it unscaled in fp32",
+        )
     for extra in set(item) - {"type", "loss_weight", "norm_mode", "interval", "data_info", "loss_name"}:
         ledger.unsupported(f"{key}.{extra}", "no dsgan equivalent")
     if "loss_name" in item:
@@ -390,20 +686,50 @@ def _aux_loss(ctx: Ctx, key: str, item: Any, d_scale: int, out: dict[str, Any]) 
         ledger.converted(f"{key}.loss_weight", f"loss.gp_weight = {weight}")
         ledger.converted(f"{key}.norm_mode", "the whole-image norm of dsgan's gradient penalty")
         return
+    keys = {name: f"{key}.{name}" for name in ("loss_weight", "interval", "norm_mode")}
+    _r1(ctx, keys, weight, int(item.get("interval", 1)), mode, d_scale, out, schedule)
+
+
+def _r1(
+    ctx: Ctx,
+    keys: dict[str, str],
+    weight: float,
+    interval: int,
+    mode: Any,
+    d_scale: int,
+    out: dict[str, Any],
+    schedule: Schedule,
+) -> None:
+    """MMagic/mmgen multiply `weight` by the mean squared gradient norm on the iterations (D micro-batches) where
+    `iteration % interval == 0`; dsgan adds gamma/2 * r1_interval * E|grad|^2 to every micro-batch of every
+    r1_interval-th D update. norm_mode 'HWC' is E|grad|^2 over the whole image; 'pixel' (the default) sums over
+    channels per pixel and averages over pixels, i.e. E|grad|^2 / (H*W)."""
+    ledger = ctx.ledger
     if mode not in ("HWC", "pixel"):
-        raise ctx.error(f"{key}.norm_mode", f"{mode!r}: unknown (MMagic has 'pixel' and 'HWC')")
-    interval = int(item.get("interval", 1))
+        raise ctx.error(keys["norm_mode"], f"{mode!r}: unknown (MMagic has 'pixel' and 'HWC')")
+    if interval < 1:
+        raise ctx.error(keys["interval"], f"{interval}: expected a positive integer")
     pixels = 1 if mode == "HWC" else d_scale * d_scale
     gamma = 2 * weight / (interval * pixels)
     out["r1_weight"] = float(f"{gamma:.12g}")
     out["r1_interval"] = interval
-    ledger.converted(f"{key}.loss_weight", f"loss.r1_weight = {out['r1_weight']:g}")
-    ledger.converted(f"{key}.interval", f"loss.r1_interval = {interval}")
-    ledger.converted(f"{key}.norm_mode", f"the whole-image E|grad|^2 of dsgan's R1 ({mode!r} converted)")
+    for name, became in (
+        ("loss_weight", f"loss.r1_weight = {out['r1_weight']:g}"),
+        ("interval", f"loss.r1_interval = {interval}"),
+        ("norm_mode", f"the whole-image E|grad|^2 of dsgan's R1 ({mode!r} converted)"),
+    ):
+        if ctx.has(keys[name]):
+            ledger.converted(keys[name], became)
     per_pixel = f" / (H*W = {pixels})" if pixels > 1 else ""
     ledger.note(
-        f"{key}: R1 conventions: the source adds loss_weight * mean squared gradient norm "
+        f"{keys['loss_weight']}: R1 conventions: the source adds loss_weight * mean squared gradient norm "
         f"({'over the whole image' if mode == 'HWC' else 'per pixel, averaged over pixels'}) every {interval} "
-        f"iteration(s); dsgan adds r1_weight/2 * r1_interval * E|grad|^2 every r1_interval D micro-steps, so "
-        f"r1_weight = 2 * {weight:g} / {interval}{per_pixel} = {out['r1_weight']:g}"
+        f"iteration(s); dsgan adds r1_weight/2 * r1_interval * E|grad|^2 to every micro-batch of every "
+        f"r1_interval-th D update, so r1_weight = 2 * {weight:g} / {interval}{per_pixel} = {out['r1_weight']:g}"
     )
+    if schedule.d_accumulation > 1:
+        ledger.note(
+            f"R1 timing under accumulation: the source penalises one micro-batch every {interval} iterations, dsgan "
+            f"all {schedule.d_accumulation} micro-batches of every {interval}-th D update: the same share of "
+            f"micro-batches (1 in {interval}), so the same average strength, in a different pattern"
+        )

@@ -1,18 +1,20 @@
 """Read an MMGeneration/MMagic Python config without executing it.
 
 The file is parsed with `ast` and only a small expression language is evaluated: literals, `dict()`/`list()`/
-`tuple()` (with `**` of a dict, as in `dict(type='Normalize', **img_norm_cfg)`), arithmetic on numbers,
-string/list concatenation and names assigned earlier (in the file or its `_base_` files). Everything else
-(imports, attribute access, other calls, lambdas, comprehensions...) is refused with the file and line, so a config
-can never run code. `_base_` files are merged with MMEngine's rules: dicts
-merge recursively with the child winning, `_delete_=True` replaces the base dict, lists are replaced, and two bases
-may not define the same top-level key.
+`tuple()` (with `**` of a dict, as in `dict(type='Normalize', **img_norm_cfg)`), arithmetic on numbers (powers
+included, as StyleGAN2's `0.99**g_reg_ratio`; every result must be a finite real number within +-2**64),
+string/list concatenation, list repetition (`[127.5] * 3`) and names assigned earlier (in the file or its `_base_`
+files). Everything else (imports, attribute access, other calls, lambdas, comprehensions...) is refused with the file
+and line, so a config can never run code. `_base_` files are merged with MMEngine's rules: dicts merge recursively
+with the child winning, `_delete_=True` replaces the base dict, lists are replaced, and two bases may not define the
+same top-level key.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +50,9 @@ _REFUSED = {
     ast.Yield: "yield",
     ast.YieldFrom: "yield",
 }
-_MAX_EXPONENT = 64  # 10**64 is far beyond any config value; bigger powers are a way to hang the reader
+_INT_BITS = 64
+"""Arithmetic results are bounded by +-2**64 (beyond any count or seed a config holds): without a bound,
+`x = 9**9**9` or `x = x * x` repeated would build numbers until the reader hangs or runs out of memory."""
 _MAX_SIZE = 1_000_000
 """Characters plus container items one statement may build or read: real configs hold a few thousand, and the
 limit stops `s = s + s` or `a = [a, a]` repeated from doubling a value until memory runs out."""
@@ -323,16 +327,41 @@ class _Evaluator:
     def _binary(self, node: ast.BinOp, op: ast.operator, left: Any, right: Any) -> Any:
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
         joinable = isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple))
-        if not numbers and not joinable:
-            raise self.refuse(node, f"`{ast.unparse(node)}` (arithmetic is for numbers, + joins strings and lists)")
-        if isinstance(op, ast.Pow) and (abs(right) > _MAX_EXPONENT or abs(left) > 2**_MAX_EXPONENT):
-            raise self.refuse(node, f"the power `{ast.unparse(node)}`")
-        if joinable and len(left) + len(right) > _MAX_SIZE:
-            raise self.too_large(node)
-        try:
+        # `[127.5] * 3`, as mmgen's Normalize steps write their mean and std
+        repeated = isinstance(op, ast.Mult) and isinstance(left, (list, tuple)) and type(right) is int
+        if not numbers and not joinable and not repeated:
+            raise self.refuse(
+                node, f"`{ast.unparse(node)}` (arithmetic is for numbers, + joins strings and lists, * repeats lists)"
+            )
+        if repeated:
+            if len(left) * max(right, 0) > _MAX_SIZE:
+                raise self.too_large(node)
+            return left * right
+        if joinable:
+            if len(left) + len(right) > _MAX_SIZE:
+                raise self.too_large(node)
             return _BINARY[type(op)](left, right)
+        # An integer power is refused before it is computed when its result must pass the bound: |left| >= 2**k
+        # gives |left|**right >= 2**(k * right).
+        integers = isinstance(left, int) and isinstance(right, int)
+        if isinstance(op, ast.Pow) and integers and right > 0 and (abs(left).bit_length() - 1) * right > _INT_BITS:
+            raise self.out_of_range(node, op)
+        try:
+            value = _BINARY[type(op)](left, right)
         except ZeroDivisionError:
             raise ConfigError(f"{self.path}:{node.lineno}: division by zero in `{ast.unparse(node)}`") from None
+        except OverflowError:  # float results beyond 1.8e308
+            raise self.out_of_range(node, op) from None
+        if isinstance(value, complex) or not math.isfinite(value) or abs(value) > 2**_INT_BITS:
+            raise self.out_of_range(node, op)  # complex: a negative number to a fractional power
+        return value
+
+    def out_of_range(self, node: ast.BinOp, op: ast.operator) -> ConfigError:
+        what = "the power" if isinstance(op, ast.Pow) else "the arithmetic"
+        return ConfigError(
+            f"{self.path}:{node.lineno}: {what} `{ast.unparse(node)}` is refused: its result is not a finite real "
+            f"number within +-2**{_INT_BITS} (no config holds one, and computing such numbers can hang the reader)"
+        )
 
 
 def _size(value: Any) -> int:

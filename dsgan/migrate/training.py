@@ -201,6 +201,76 @@ def precision_0x(ctx: Ctx) -> dict[str, dict[str, Any]]:
     return {role: {"fp16": block} for role in ROLES}
 
 
+_INT_LOSS_SCALE = (
+    "the int {scale} is refused by MMEngine's AmpOptimWrapper, which takes 'dynamic', a float (a static scale) or a "
+    "dict (GradScaler arguments) and raises TypeError for anything else (mmengine/optim/optimizer/"
+    "amp_optimizer_wrapper.py, AmpOptimWrapper.__init__), so the source does not build; write {scale}.0 for a "
+    "static scale or dict(init_scale={scale}) for a dynamic one"
+)
+
+
+def precision_stylegan2(ctx: Ctx, generator: dict[str, Any], discriminator: dict[str, Any]) -> dict[str, Any]:
+    """StyleGAN2 in MMagic and mmgen runs fp16 only inside the layers its `num_fp16_scales` select (MMagic's
+    StyleGAN2.train_step does not enter the AmpOptimWrapper's autocast context); the wrapper's (1.x) or the
+    runner's (0.x) GradScaler only scales the losses. dsgan keeps fp32 engines and runs the same layers in fp16
+    without loss scaling (NVlabs' partial precision), so a loss scale is reported as not applied."""
+    ledger = ctx.ledger
+    reduced = {
+        role: net["num_fp16_scales"] for role, net in (("generator", generator), ("discriminator", discriminator))
+    }
+    why = (
+        "dsgan's StyleGAN2 partial precision (num_fp16_scales layers in fp16 inside an fp32 DeepSpeed engine, as "
+        "NVlabs') does no loss scaling: the losses, R1 and the path-length penalty are computed unscaled, and "
+        "fp16 overflow is bounded by conv_clamp instead"
+    )
+    if ctx.version == "0.x":
+        if ctx.get("apex_amp"):
+            raise ctx.error("apex_amp", "not supported yet: apex AMP")
+        if ctx.has("fp16"):
+            ctx.ledger.ignored("fp16", "mmgen 0.x does not apply `fp16` to GANs (they step their own optimizers)")
+        scaler = ctx.get("runner.fp16_loss_scaler")
+        if scaler and not isinstance(scaler, dict):
+            raise ctx.error("runner.fp16_loss_scaler", f"{show(scaler)}: expected a dict of GradScaler arguments")
+        if scaler:
+            ledger.unsupported("runner.fp16_loss_scaler", "not applied: see the note on loss scaling")
+            ledger.note(
+                f"runner.fp16_loss_scaler={show(scaler)}: in mmgen 0.x this is torch's GradScaler(**fp16_loss_scaler) "
+                "(mmgen/core/runners/dynamic_iterbased_runner.py, DynamicIterBasedRunner.__init__), a *dynamic* "
+                f"scaler starting at {scaler.get('init_scale', 2.0**16):g} (halved on an overflow, doubled after "
+                f"{scaler.get('growth_interval', 2000)} clean steps), shared by G and D and updated once per "
+                f"iteration. Not applied: {why}. num_fp16_scales (G {reduced['generator']}, D "
+                f"{reduced['discriminator']}) is converted."
+            )
+        return {}
+    for role in ROLES:
+        path = f"optim_wrapper.{role}"
+        kind = ctx.get(f"{path}.type", "OptimWrapper")
+        if kind not in ("OptimWrapper", "AmpOptimWrapper"):
+            raise ctx.error(f"{path}.type", f"not supported yet: {kind!r} (OptimWrapper and AmpOptimWrapper are)")
+        if ctx.has(f"{path}.type"):
+            ledger.converted(
+                f"{path}.type", f"{DS_FILES[role]}: fp32 engine, {reduced[role]} fp16 scale(s) in the model"
+            )
+        if kind == "OptimWrapper":
+            continue
+        scale = ctx.get(f"{path}.loss_scale", "dynamic")
+        if isinstance(scale, int) and not isinstance(scale, bool):
+            meaning = _INT_LOSS_SCALE.format(scale=scale)
+        elif isinstance(scale, float):
+            meaning = f"the float {scale:g} is a static GradScaler scale in MMEngine's AmpOptimWrapper"
+        else:
+            meaning = f"{show(scale)} is a dynamic GradScaler in MMEngine's AmpOptimWrapper"
+        ledger.unsupported(f"{path}.loss_scale", "not applied: see the note on loss scaling")
+        if ctx.has(f"{path}.dtype"):
+            ledger.ignored(f"{path}.dtype", "MMagic's StyleGAN2 does not use the wrapper's autocast")
+        ledger.note(
+            f"{path}.loss_scale={show(scale)}: {meaning}. MMagic's StyleGAN2 uses the AmpOptimWrapper only for that "
+            "scaler (its train_step does not enter the autocast context; fp16 runs in the num_fp16_scales layers). "
+            f"Not applied: {why}. num_fp16_scales ({role} {reduced[role]}) is converted."
+        )
+    return {}
+
+
 def precision_1x(ctx: Ctx, role: str) -> dict[str, Any]:
     """MMEngine AmpOptimWrapper (autocast + a per-wrapper GradScaler) -> DeepSpeed fp16, or autocast for bf16."""
     path = f"optim_wrapper.{role}"
@@ -228,10 +298,12 @@ def precision_1x(ctx: Ctx, role: str) -> dict[str, Any]:
         block = _grad_scaler(ctx, f"{path}.loss_scale", {})
     elif isinstance(scale, dict):
         block = _grad_scaler(ctx, f"{path}.loss_scale", scale)
-    elif isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
-        block = {"enabled": True, "loss_scale": float(scale)}
+    elif isinstance(scale, float) and scale > 0:
+        block = {"enabled": True, "loss_scale": scale}
+    elif isinstance(scale, int) and not isinstance(scale, bool):
+        raise ctx.error(f"{path}.loss_scale", _INT_LOSS_SCALE.format(scale=scale))
     else:
-        raise ctx.error(f"{path}.loss_scale", f"{scale!r}: expected 'dynamic', a positive number or a dict")
+        raise ctx.error(f"{path}.loss_scale", f"{scale!r}: expected 'dynamic', a positive float or a dict")
     ledger.converted(f"{path}.type", f"{DS_FILES[role]}: fp16 = {block}")
     if ctx.has(f"{path}.loss_scale"):
         ledger.converted(f"{path}.loss_scale", f"{DS_FILES[role]}: fp16 loss scaling as above")

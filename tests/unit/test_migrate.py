@@ -402,13 +402,17 @@ def test_amp_optim_wrapper_becomes_per_network_fp16(write) -> None:
     text = """
     optim_wrapper = dict(
         generator=dict(type='AmpOptimWrapper', loss_scale='dynamic'),
-        discriminator=dict(type='AmpOptimWrapper', loss_scale=512))
+        discriminator=dict(type='AmpOptimWrapper', loss_scale=512.))
     """
     m = migrate(child_of(write, V1_DCGAN, text))
     g, d = m.config.generator.deepspeed.fp16, m.config.discriminator.deepspeed.fp16
     assert (g.enabled, g.loss_scale, g.initial_scale_power, g.loss_scale_window, g.hysteresis) == (True, 0, 16, 2000, 1)
     assert (d.enabled, d.loss_scale) == (True, 512)
     assert any("each AmpOptimWrapper its own GradScaler" in n for n in m.ledger.notes)
+    # MMEngine's AmpOptimWrapper raises TypeError for an int (only 'dynamic', a float or a dict): refused, saying so
+    text = "optim_wrapper = dict(discriminator=dict(type='AmpOptimWrapper', loss_scale=512))\n"
+    with pytest.raises(ConfigError, match=r"loss_scale: the int 512 is refused by MMEngine's AmpOptimWrapper"):
+        migrate(child_of(write, V1_DCGAN, text, "int.py"))
 
 
 def test_amp_bf16_becomes_autocast(write) -> None:
@@ -471,11 +475,11 @@ def test_gan_loss_types(write) -> None:
 
 
 def test_unsupported_model_types_are_named(write) -> None:
-    style = "model = dict(generator=dict(_delete_=True, type='StyleGAN2Generator', out_size=256))\n"
-    with pytest.raises(ConfigError, match=r"model.generator.type: not supported yet: 'StyleGAN2Generator'"):
+    style = "model = dict(generator=dict(_delete_=True, type='StyleGANv3Generator', out_size=256))\n"
+    with pytest.raises(ConfigError, match=r"model.generator.type: not supported yet: 'StyleGANv3Generator'"):
         migrate(child_of(write, V1_DCGAN, style, "a.py"))
-    with pytest.raises(ConfigError, match=r"model.type: not supported yet: 'StyleGAN2'"):
-        migrate(child_of(write, V1_DCGAN, "model = dict(type='StyleGAN2')\n", "b.py"))
+    with pytest.raises(ConfigError, match=r"model.type: not supported yet: 'StyleGAN3'"):
+        migrate(child_of(write, V1_DCGAN, "model = dict(type='StyleGAN3')\n", "b.py"))
 
 
 def test_model_fields_and_source_defaults(write) -> None:
