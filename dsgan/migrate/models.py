@@ -170,10 +170,10 @@ _STYLEGAN2_G = NetSpec(
         "noise_size": ("noise_size", None),
         "cond_size": ("num_classes", None),
         "norm_eps": ("norm_eps", 1e-6),
-        "w_avg_beta": ("w_avg_beta", 0.998),
         "fixed_noise": ("fixed_noise", False),
     },
     {
+        "w_avg_beta": 0.998,  # MMagic's trainer never updates w_avg; dsgan truncates towards each class's mean
         "cond_mapping_channels": None,
         "update_mean_latent_with_ema": False,
         "fp16_enabled": False,
