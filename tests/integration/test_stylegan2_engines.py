@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from launch import REPO, launch
-from stylegan2_worker import LR, plain_reference
+from stylegan2_worker import plain_reference
 
 WORKER = str(REPO / "tests" / "integration" / "stylegan2_worker.py")
 
@@ -27,16 +27,17 @@ def assert_same(result: dict, reference: dict, tol: float, label: str) -> None:
 
 
 def assert_close_bf16(result: dict, reference: dict, label: str) -> None:
-    """bf16 parameters: each network within 1% of the plain fp32 loop as a whole, and no tensor off by more than
-    one Adam step per element (beta1 = 0 makes each step ~lr * sign(grad): near-zero gradients, e.g. of the
-    zero-initialised biases, may flip sign under bf16 rounding, which a per-tensor relative test would flag)."""
+    """bf16 parameters: each network within 1% of the plain fp32 loop as a whole, and each tensor of more than 64
+    values within 5%. Small tensors are left to the whole-network check: with beta1 = 0 each Adam step is
+    ~lr * sign(grad), and the near-zero gradients of zero-initialised scalars (noise weights, biases) flip sign
+    under bf16 rounding."""
     for net in ("G", "D"):
         got = torch.cat([result[net][k].flatten().float() for k in reference[net]])
         want = torch.cat([ref.flatten().float() for ref in reference[net].values()])
         assert rel_diff(got, want) <= 1e-2, f"{label}: {net} differs from the plain loop by {rel_diff(got, want):.2e}"
         for key, ref in reference[net].items():
-            rms = (result[net][key].float() - ref.float()).pow(2).mean().sqrt().item()
-            assert rms <= LR + 2e-3 * ref.float().abs().max().item(), f"{label}: {net}.{key} rms diff {rms:.2e}"
+            diff = rel_diff(result[net][key], ref)
+            assert ref.numel() <= 64 or diff <= 5e-2, f"{label}: {net}.{key} differs by {diff:.2e}"
     assert result["pl_mean"] == pytest.approx(reference["pl_mean"], rel=5e-2), label
 
 
