@@ -1,11 +1,12 @@
-"""fp16 needs a GPU (DeepSpeed refuses fp16 on CPU): each engine's own loss scaler, on CUDA."""
+"""fp16 needs a GPU (DeepSpeed refuses fp16 on CPU): each engine's own loss scaler, on CUDA; StyleGAN2 in fp16 engines
+and in partial fp16 (its top scales in fp16 inside fp32 engines, MMagic/NVlabs' mixed precision)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from runs import ok, train
+from runs import STYLEGAN2_TINY, ok, train
 from tiny import BIGGAN32_10
 
 from dsgan.errors import EXIT_NONFINITE
@@ -33,3 +34,18 @@ def test_fp16_collapse_is_a_nonfinite_loss_error(tmp_path):
     collapse = ("discriminator.deepspeed.fp16.initial_scale_power=1", "discriminator.deepspeed.fp16.hysteresis=1")
     out = ok(train(tmp_path, 1, "run.total_iters=16", "loss.r1_weight=1e30", *FP16, *collapse), EXIT_NONFINITE)
     assert "loss scaler overflowed at its minimum scale" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "precision",
+    [
+        FP16,
+        ("generator.model.num_fp16_scales=2", "discriminator.model.num_fp16_scales=2"),  # reduced_dtype float16
+    ],
+)
+def test_stylegan2_fp16_trains_with_both_regularizers_and_resumes(tmp_path, precision):
+    ok(train(tmp_path, 1, "run.total_iters=8", *precision, config=STYLEGAN2_TINY))
+    out = ok(train(tmp_path, 1, "run.total_iters=12", *precision, config=STYLEGAN2_TINY))
+    assert "resumed from" in out
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["pl_mean"] > 0 and last["g_loss"] == last["g_loss"]  # path length ran; no NaN

@@ -127,3 +127,30 @@ def test_generate_is_a_function_of_z_and_leaves_the_global_rng_alone():
     assert torch.equal(generate(g, z, y, "cpu"), a)  # whatever the global RNG's state
     with eval_mode(g):
         assert not torch.equal(TinyGenerator.forward(g, z, y), a)  # the noise is there
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_stylegan2_truncation_moves_towards_the_mean_latent(num_classes):
+    """truncation -> 0 gives the image of the mean style code (of each sample's class); 1 leaves w as it is."""
+    from dsgan.config.models import StyleGAN2Generator
+
+    cfg = StyleGAN2Generator(
+        out_size=8,
+        style_channels=8,
+        num_mlps=1,
+        channel_multiplier=1,
+        channel_max=8,
+        num_classes=num_classes,
+        fixed_noise=True,
+    )
+    g = cfg.build()
+    images, labels = sample(g, 6, None, 1e-6, seed=0, batch_size=4, device="cpu")
+    for c in range(max(num_classes, 1)):
+        same = images if labels is None else images[labels == c]
+        torch.testing.assert_close(same, same[:1].expand_as(same), atol=1e-4, rtol=0)
+    if num_classes:
+        assert not torch.allclose(images[labels == 0][0], images[labels == 1][0])
+    plain, _ = sample(g, 6, None, None, seed=0, batch_size=4, device="cpu")
+    full, _ = sample(g, 6, None, 1.0, seed=0, batch_size=4, device="cpu")
+    torch.testing.assert_close(full, plain)
+    assert not torch.allclose(plain[0], plain[1])
