@@ -304,4 +304,7 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        # Its own RNG: making an iterator draws a worker base seed, from the global RNG otherwise, which would shift
+        # the stream that StyleGAN2's forward draws from after a resume has restored it. (Workers only decode.)
+        generator=torch.Generator().manual_seed(0),
     )

@@ -62,7 +62,7 @@ def test_stylegan2_regularized_training_equals_plain_loop_at_every_zero_stage(tm
         if case.startswith("acc2"):
             assert_same(result, ref_acc, 1e-4, case)
         elif case == "partial":
-            assert_same(result, ref_partial, 1e-4, case)
+            assert_close_bf16(result, ref_partial, case)  # bf16 layers round the two sides' sums differently
         elif case.endswith("fp32"):
             assert_same(result, ref, 1e-4, case)
         else:

@@ -253,6 +253,14 @@ def test_loader_yields_this_ranks_batches_in_memory(digits):
         assert torch.equal(images, digits.images[index]) and torch.equal(labels, digits.labels[index])
 
 
+def test_loader_leaves_the_global_rng_alone(digits):
+    """Resume restores the global RNG (StyleGAN2's noise and mixing draw from it) before the loader's iterator is
+    made; making and reading it must not draw from it."""
+    before = torch.get_rng_state()
+    next(iter(make_loader(digits, StreamSampler(len(digits), 5, 0, 1, seed=0), 5, 0, False)))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_loader_with_workers(tmp_path):
     ds = build_dataset(ImageFolderData(root=_folder(tmp_path)), 8, 3, 2)
     sampler = StreamSampler(len(ds), 3, 0, 1, seed=0)
