@@ -46,8 +46,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 # After PYTHONPATH's entries, before site-packages: `PYTHONPATH=/other/checkout` measures that checkout's dsgan
 # (an editable install elsewhere would otherwise win), and without it this checkout's dsgan is measured.
-_pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-sys.path.insert(1 + len(_pythonpath), str(REPO))
+_pythonpath = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+sys.path.insert(1 + max((i for i, p in enumerate(sys.path) if os.path.abspath(p) in _pythonpath), default=0), str(REPO))
 
 # Regularizer settings of StyleGAN2 config F (NVlabs' and MMagic's defaults). Their values do not change the cost;
 # they are here so that both sides compute the same thing.
@@ -437,7 +437,11 @@ def main() -> int:
     load_start = os.getloadavg()  # the machine may be shared: say how busy it was
     print(f"# load average (1, 5, 15 min) at start: {', '.join(f'{x:.2f}' for x in load_start)}")
     results: dict[str, dict[str, float]] = {}
-    print(f"\n{'variant':<10} " + " ".join(f"{s.name + ' s/step':>16}" for s in sides) + f" {'NVlabs/dsgan':>13}")
+    print(
+        f"\n{'variant':<10} "
+        + " ".join(f"{s.name + ' s/step':>16}" for s in sides)
+        + f" {'NVlabs/dsgan':>13}  target >= 1.0"
+    )
     for v in variants:
         run_args = argparse.Namespace(**{**vars(args), "batch": args.sample_batch}) if v == "sample" else args
         times = measure(v, sides, run_args, device)
@@ -446,7 +450,8 @@ def main() -> int:
         ratio = med["NVlabs"] / med["dsgan"] if "dsgan" in med else float("nan")
         cells = " ".join(f"{med[s.name]:9.3f} ({spread[s.name]:4.0%})" for s in sides)
         extra = "   img/s " + " / ".join(f"{run_args.batch / med[s.name]:.1f}" for s in sides) if v == "sample" else ""
-        print(f"{v:<10} {cells} {ratio:13.3f}{extra}", flush=True)
+        verdict = "" if math.isnan(ratio) else "  meets" if ratio >= 1.0 else "  BELOW"
+        print(f"{v:<10} {cells} {ratio:13.3f}{verdict}{extra}", flush=True)
         results[v] = {**{f"{n}_s_per_step": m for n, m in med.items()}, "ratio_nvlabs_over_dsgan": ratio}
         results[v].update({f"{n}_times": t for n, t in times.items()})
     print("(median; in brackets the range of the timed steps over the median)")
