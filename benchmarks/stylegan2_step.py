@@ -3,6 +3,7 @@
     python benchmarks/stylegan2_step.py --nvlabs /path/to/checkout                    # 32px, batch 4
     NVLABS_STYLEGAN2_ADA=/path/to/checkout python benchmarks/stylegan2_step.py --resolution 64 --json out.json  # 64px
     python benchmarks/stylegan2_step.py --nvlabs ... --variants step,r1,pl,sample --profile 2
+    python benchmarks/stylegan2_step.py --nvlabs ... --channel-max 128 --w-dim 128   # narrow models: seconds
 
 A model-level comparison: both sides train with plain torch.optim.Adam (no DeepSpeed), the same batch, inputs,
 resolution, channels per resolution, mapping depth and thread count. NVlabs' code is not part of dsgan: it is read
@@ -56,17 +57,16 @@ PL_WEIGHT, PL_INTERVAL, PL_DECAY, PL_BATCH_SHRINK = 2.0, 4, 0.01, 2
 ADAM = {"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8}
 
 
-def mmagic_channels(res: int, cm: int) -> int:
-    """Channels at resolution `res` in MMagic's StyleGAN2 (which dsgan follows): 512 up to 32px, then halving."""
-    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}[res] * (
-        1 if res <= 32 else cm
-    )
+def mmagic_channels(res: int, cm: int, cmax: int) -> int:
+    """Channels at resolution `res` in MMagic's StyleGAN2 (which dsgan follows): 512 up to 32px, then halving;
+    dsgan caps them at `channel_max` (512, MMagic's table, unless set lower for narrow models)."""
+    return min(512 if res <= 32 else 16384 // res * cm, cmax)
 
 
-def nvlabs_channel_args(cm: int) -> dict[str, int]:
-    """NVlabs' channels are min(channel_base // res, channel_max): base 16384 * cm, max 512 gives MMagic's table at
-    every resolution (512 up to 32px since 16384 // 32 = 512; 256 * cm at 64px; halving above)."""
-    return {"channel_base": 16384 * cm, "channel_max": 512}
+def nvlabs_channel_args(cm: int, cmax: int) -> dict[str, int]:
+    """NVlabs' channels are min(channel_base // res, channel_max): base 16384 * cm gives MMagic's table at every
+    resolution (512 up to 32px since 16384 // 32 = 512; 256 * cm at 64px; halving above), and the same cap."""
+    return {"channel_base": 16384 * cm, "channel_max": cmax}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,12 +108,15 @@ def _git_rev(path: Path) -> str:
 def build_dsgan(args: argparse.Namespace, device: torch.device) -> Side:
     from dsgan.config.models import StyleGAN2Discriminator, StyleGAN2Generator
 
+    # channel_max only when narrowed: model versions before the field existed still run at the default.
+    narrow = {"channel_max": args.channel_max} if args.channel_max != 512 else {}
     g_cfg = StyleGAN2Generator(
         out_size=args.resolution,
         style_channels=args.w_dim,
         noise_size=args.w_dim,
         num_mlps=args.mapping_layers,
         channel_multiplier=args.channel_multiplier,
+        **narrow,
         # NVlabs mixes styles in its loss, not in G: without mixing on either side both run one mapping pass.
         default_style_mode="single",
         num_fp16_scales=0,
@@ -121,6 +124,7 @@ def build_dsgan(args: argparse.Namespace, device: torch.device) -> Side:
     d_cfg = StyleGAN2Discriminator(
         in_size=args.resolution,
         channel_multiplier=args.channel_multiplier,
+        **narrow,
         mbstd_cfg={"group_size": args.mbstd_group, "channel_groups": 1},
         num_fp16_scales=0,
     )
@@ -181,7 +185,7 @@ def import_nvlabs(path: Path) -> tuple[type, type, RefCalls]:
 
 
 def build_nvlabs(args: argparse.Namespace, device: torch.device, gen_cls: type, disc_cls: type) -> Side:
-    ch = nvlabs_channel_args(args.channel_multiplier)
+    ch = nvlabs_channel_args(args.channel_multiplier, args.channel_max)
     torch.manual_seed(0)
     g = gen_cls(
         z_dim=args.w_dim,
@@ -381,6 +385,7 @@ def main() -> int:
     p.add_argument("--resolution", type=int, default=32, choices=(8, 16, 32, 64, 128, 256))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--channel-multiplier", type=int, default=2, help="MMagic's; channels above 32px (512 up to it)")
+    p.add_argument("--channel-max", type=int, default=512, help="cap on every layer's channels (narrow models)")
     p.add_argument("--w-dim", type=int, default=512, help="z and w width (dsgan style_channels, NVlabs w_dim)")
     p.add_argument("--mapping-layers", type=int, default=8)
     p.add_argument("--mbstd-group", type=int, default=4)
@@ -417,7 +422,7 @@ def main() -> int:
         print(f"NOTE: dsgan's StyleGAN2 is not importable ({e}); measuring NVlabs alone")
     sides.append(build_nvlabs(args, device, gen_cls, disc_cls))
 
-    chans = {r: mmagic_channels(r, args.channel_multiplier) for r in (2**k for k in range(2, 11))}
+    chans = {r: mmagic_channels(r, args.channel_multiplier, args.channel_max) for r in (2**k for k in range(2, 11))}
     chans = {r: c for r, c in chans.items() if r <= args.resolution}
     print(
         f"# StyleGAN2 {args.resolution}px, batch {args.batch} (sample batch {args.sample_batch}), fp32, "
@@ -425,9 +430,10 @@ def main() -> int:
         f"{args.threads} threads, torch {torch.__version__}"
     )
     print(
-        f"# channels per resolution {chans} (dsgan channel_multiplier {args.channel_multiplier}; NVlabs "
-        f"{nvlabs_channel_args(args.channel_multiplier)}); z = w = {args.w_dim}, {args.mapping_layers} mapping "
-        f"layers, mbstd group {args.mbstd_group}, G 'skip' / D 'resnet', no style mixing, no fp16, no conv clamp"
+        f"# channels per resolution {chans} (dsgan channel_multiplier {args.channel_multiplier}, channel_max "
+        f"{args.channel_max}; NVlabs {nvlabs_channel_args(args.channel_multiplier, args.channel_max)}); "
+        f"z = w = {args.w_dim}, {args.mapping_layers} mapping layers, mbstd group {args.mbstd_group}, "
+        "G 'skip' / D 'resnet', no style mixing, no fp16, no conv clamp"
     )
     print(f"# Adam {ADAM}; warm-up {args.warmup}, {args.rounds} rounds x {args.steps} steps per side, order flipping")
     for s in sides:
