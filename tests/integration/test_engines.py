@@ -33,9 +33,10 @@ def reference():
     return plain_reference()
 
 
-def run_cases(tmp_path, world: int, cases: list[str]) -> dict:
+def run_cases(tmp_path, world: int, cases: list[str], worker: str = WORKER, timeout: float = 600) -> dict:
+    """`worker OUT CASE...` on `world` ranks; what rank 0 saved."""
     out = tmp_path / "out.pt"
-    results = launch([WORKER, str(out), *cases], world_size=world, timeout=600)
+    results = launch([worker, str(out), *cases], world_size=world, timeout=timeout)
     for r in results:
         assert r.returncode == 0, r.stdout[-4000:]
     return torch.load(out, weights_only=False)

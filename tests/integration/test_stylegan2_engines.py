@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from launch import REPO, launch
+from launch import REPO
 from stylegan2_worker import plain_reference
+from test_engines import rel_diff, run_cases
 
 WORKER = str(REPO / "tests" / "integration" / "stylegan2_worker.py")
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
 def assert_same(result: dict, reference: dict, tol: float, label: str) -> None:
@@ -41,21 +38,13 @@ def assert_close_bf16(result: dict, reference: dict, label: str) -> None:
     assert result["pl_mean"] == pytest.approx(reference["pl_mean"], rel=5e-2), label
 
 
-def run_cases(tmp_path, world: int, cases: list[str]) -> dict:
-    out = tmp_path / "out.pt"
-    results = launch([WORKER, str(out), *cases], world_size=world, timeout=900)
-    for r in results:
-        assert r.returncode == 0, r.stdout[-4000:]
-    return torch.load(out, weights_only=False)
-
-
 def test_stylegan2_regularized_training_equals_plain_loop_at_every_zero_stage(tmp_path):
     """2 ranks x micro-batch 4 == the plain loop, ZeRO 0-3, fp32 (tight) and bf16 (bf16 rounding), across the R1 and
     path-length updates; accumulation 2 x micro-batch 2 at ZeRO 0 and 3; partial bf16 (the highest scale in bf16
     inside an fp32 engine) against the plain loop of the same model."""
     cases = [f"z{s}-{p}:{s}:{p}:4:1" for s in range(4) for p in ("fp32", "bf16")]
     cases += ["acc2-z0:0:fp32:2:2", "acc2-z3:3:fp32:2:2", "partial:0:partial-bf16:4:1"]
-    res = run_cases(tmp_path, 2, cases)
+    res = run_cases(tmp_path, 2, cases, WORKER, timeout=900)
     ref, ref_acc, ref_partial = plain_reference(4, 1, 2), plain_reference(2, 2, 2), plain_reference(4, 1, 2, True)
     for case, result in res.items():
         assert result["d_updates"] == result["g_updates"] == 4, case
