@@ -1,4 +1,4 @@
-"""The small CPU StyleGAN2 (configs/stylegan2_digits32.yaml): its FD8 curve and the FD8 reached in the time budget.
+"""The small CPU StyleGAN2 (configs/stylegan2_digits16.yaml): its FD8 curve and the FD8 reached in the time budget.
 
     python benchmarks/stylegan2_digits.py [--minutes 15] [--set key=value ...]
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "stylegan2_digits32.yaml"
+CONFIG = REPO / "configs" / "stylegan2_digits16.yaml"
 
 
 def main() -> None:

@@ -176,11 +176,11 @@ def test_shipped_config_is_what_migrate_produces() -> None:
         assert pa.betas == pytest.approx(pb.betas)
 
 
-def test_digits32_config_is_valid_and_small(capsys) -> None:
-    path = REPO / "configs" / "stylegan2_digits32.yaml"
+def test_digits16_config_is_valid_and_small(capsys) -> None:
+    path = REPO / "configs" / "stylegan2_digits16.yaml"
     assert cli_main(["validate-config", "--config", str(path)]) == 0
     cfg = load_config(path)
-    assert (cfg.generator.model.out_size, cfg.discriminator.model.in_size) == (32, 32)
+    assert (cfg.generator.model.out_size, cfg.discriminator.model.in_size) == (16, 16)
     assert cfg.data.type == "digits" and cfg.data.conditional is False
     assert (cfg.generator.model.out_channels, cfg.discriminator.model.img_channels) == (1, 1)
     assert cfg.eval.features == "digits" and cfg.eval.every_iters
