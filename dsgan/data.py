@@ -16,6 +16,11 @@ G = batch_per_rank * world_size, and rank r takes [n + r*B, n + (r+1)*B). Conseq
 - the order depends only on (seed, G), not on the world size: 2 ranks x 32 and 4 ranks x 16 see the same stream;
 - the order depends on `torch.randperm`'s algorithm: a torch upgrade in the middle of a run may change the rest of
   the current epoch (each later epoch is still a permutation).
+
+With `xflip`, each epoch also draws one flip bit per image (seeded by (seed, epoch), like the permutation), so the
+flips too are a pure function of the stream position. The bit travels in the index: the sampler yields `i + N` for
+a mirrored image i of a dataset of N, and `make_loader` wraps the dataset in `XFlip` (2N items: the N images, then
+their mirror images), so datasets stay unaware of flips.
 """
 
 from __future__ import annotations
@@ -54,6 +59,20 @@ class TensorImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
+
+
+class XFlip(Dataset):
+    """`dataset` (N items) followed by its horizontally mirrored copy: item i + N is item i flipped (see module doc)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.base_len = dataset, len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return 2 * self.base_len
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[i % self.base_len]
+        return (torch.flip(image, dims=[-1]) if i >= self.base_len else image), label
 
 
 def decode(file: Image.Image, mode: str) -> Image.Image:
@@ -223,16 +242,24 @@ def dataset_summary(dataset: TensorImages | ImageFolder) -> str:
 # Sampling
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit seed per (seed, epoch): any Python ints, no overflow, no collisions between nearby pairs."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:8], "little")
+def _epoch_seed(seed: int, epoch: int, purpose: str = "") -> int:
+    """A 64-bit seed per (seed, epoch, purpose): any Python ints, no overflow, no collisions between nearby pairs.
+    The permutation's purpose is "" (the seeds of existing runs' streams stay as they were)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}{purpose}".encode()).digest()[:8], "little")
 
 
 class StreamSampler(Sampler[int]):
     """This rank's indices of the infinite data stream from stream position `start_image` on (see the module doc)."""
 
     def __init__(
-        self, dataset_len: int, batch_per_rank: int, rank: int, world_size: int, seed: int, start_image: int = 0
+        self,
+        dataset_len: int,
+        batch_per_rank: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        start_image: int = 0,
+        xflip: bool = False,
     ) -> None:
         if dataset_len <= 0 or batch_per_rank <= 0 or not 0 <= rank < world_size or start_image < 0:
             raise ValueError(
@@ -245,7 +272,7 @@ class StreamSampler(Sampler[int]):
             rank,
             world_size,
         )
-        self.seed, self.start_image = seed, start_image
+        self.seed, self.start_image, self.xflip = seed, start_image, xflip
         self.global_batch = batch_per_rank * world_size
         self._cached_epoch, self._cached_perm = -1, torch.empty(0, dtype=torch.long)
 
@@ -255,6 +282,10 @@ class StreamSampler(Sampler[int]):
         if epoch != self._cached_epoch:
             generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
             self._cached_perm = torch.randperm(self.dataset_len, generator=generator)
+            if self.xflip:  # a mirrored image i is item i + N of XFlip; the bit belongs to the image, not the position
+                generator.manual_seed(_epoch_seed(self.seed, epoch, ":xflip"))
+                flips = torch.randint(0, 2, (self.dataset_len,), generator=generator)
+                self._cached_perm = self._cached_perm + self.dataset_len * flips[self._cached_perm]
             self._cached_epoch = epoch
         return self._cached_perm
 
@@ -269,7 +300,7 @@ class StreamSampler(Sampler[int]):
         return out
 
     def batch_indices(self, k: int) -> list[int]:
-        """This rank's dataset indices for the k-th global batch after `start_image`."""
+        """This rank's dataset indices for the k-th global batch after `start_image` (+ N for a flip: module doc)."""
         start = self.start_image + k * self.global_batch + self.rank * self.batch_per_rank
         return self._positions(start, start + self.batch_per_rank)
 
@@ -298,7 +329,7 @@ def make_loader(
     if isinstance(dataset, TensorImages):
         num_workers = 0
     return DataLoader(
-        dataset,
+        XFlip(dataset) if sampler.xflip else dataset,
         batch_size=batch_per_rank,
         sampler=sampler,
         num_workers=num_workers,

@@ -80,6 +80,8 @@ class DigitsData(Strict):
 
     type: Literal["digits"] = "digits"
     conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
 
 
 class ImageFolderData(Strict):
@@ -88,6 +90,8 @@ class ImageFolderData(Strict):
     type: Literal["image_folder"] = "image_folder"
     root: Path
     conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
     num_workers: Annotated[int, Field(ge=0)] = 4
     pin_memory: bool = True
 
