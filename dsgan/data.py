@@ -95,8 +95,7 @@ def decode(file: Image.Image, mode: str) -> Image.Image:
 
 
 class ImageFolder(Dataset):
-    """Image files decoded on access (`decode`): resized on the shorter side (PIL bicubic, which antialiases when
-    shrinking) and center-cropped to `resolution`, in [-1, 1]."""
+    """Image files decoded, resized and cropped on access (`load_pixels`), in [-1, 1]."""
 
     def __init__(self, files: list[Path], labels: list[int], resolution: int, channels: int, description: str) -> None:
         self.files, self.labels, self.resolution = files, labels, resolution
@@ -107,21 +106,32 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        # The build-time check reads headers only; a truncated body surfaces here, named.
-        try:
-            with Image.open(self.files[i]) as file:
-                img = decode(file, self.mode)
-        except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
-            raise DataError(f"{self.files[i]}: cannot decode image: {type(exc).__name__}: {exc}") from None
-        s = self.resolution
-        scale = s / min(img.size)
-        size = (max(s, round(img.width * scale)), max(s, round(img.height * scale)))
-        if size != img.size:
-            img = img.resize(size, Image.Resampling.BICUBIC)
-        left, top = (img.width - s) // 2, (img.height - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32)) / 127.5 - 1
+        x = to_unit_range(load_pixels(self.files[i], self.resolution, self.mode))
         return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), self.labels[i]
+
+
+def load_pixels(path: Path, resolution: int, mode: str) -> np.ndarray:
+    """The file decoded (`decode`), resized on the shorter side (PIL bicubic, which antialiases when shrinking) and
+    center-cropped to `resolution`: uint8 [S, S] (mode "L") or [S, S, 3] ("RGB"). The image_folder loader and
+    `dsgan prepare-data` both use it: packed datasets hold the same pixels."""
+    # The build-time check reads headers only; a truncated body surfaces here, named.
+    try:
+        with Image.open(path) as file:
+            img = decode(file, mode)
+    except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
+        raise DataError(f"{path}: cannot decode image: {type(exc).__name__}: {exc}") from None
+    s = resolution
+    scale = s / min(img.size)
+    size = (max(s, round(img.width * scale)), max(s, round(img.height * scale)))
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.BICUBIC)
+    left, top = (img.width - s) // 2, (img.height - s) // 2
+    return np.asarray(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
+
+
+def to_unit_range(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels as float32 in [-1, 1]; one function, so every dataset type gives bit-identical tensors."""
+    return torch.from_numpy(pixels.astype(np.float32)) / 127.5 - 1
 
 
 def _visible(name: str) -> bool:
