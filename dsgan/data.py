@@ -26,6 +26,8 @@ their mirror images), so datasets stay unaware of flips.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +38,12 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dsgan.config import Data, DigitsData, ImageFolderData
+from dsgan.config import Data, DigitsData, ImageFolderData, PackedData
 from dsgan.errors import DataError
 
+PACKED_FORMAT = "dsgan-packed-1"
+IMAGES_FILE, LABELS_FILE, MANIFEST_FILE = "images.uint8", "labels.int64", "manifest.json"
+"""A packed dataset's files (`dsgan prepare-data`; layout in dsgan/prepare.py)."""
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 PIXEL_MODES: tuple[str, ...] = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 PIXEL_MODES += ("LAB", "HSV", "I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -134,6 +139,85 @@ def to_unit_range(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.astype(np.float32)) / 127.5 - 1
 
 
+class PackedImages(Dataset):
+    """A packed dataset (`dsgan prepare-data`): uint8 pixels memory-mapped (or read into RAM), in [-1, 1] through
+    the same `to_unit_range` as ImageFolder, so both give bit-identical tensors for the same source images."""
+
+    def __init__(self, root: Path, shape: tuple[int, ...], labels: np.ndarray, in_memory: bool) -> None:
+        path = root / IMAGES_FILE
+        self.images = (
+            np.fromfile(path, np.uint8).reshape(shape) if in_memory else np.memmap(path, np.uint8, "r", 0, shape)
+        )
+        self.labels, self.description = labels, ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return to_unit_range(self.images[i]), int(self.labels[i])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_packed(cfg: PackedData, resolution: int, channels: int, conditional: bool, num_classes: int) -> PackedImages:
+    root = cfg.root
+    try:
+        manifest = json.loads((root / MANIFEST_FILE).read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"data.root={root}: no {MANIFEST_FILE}: not a packed dataset, or an unfinished `dsgan prepare-data` "
+            "(rerun the same command to finish it)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data.root={root}: unreadable {MANIFEST_FILE}: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKED_FORMAT:
+        raise DataError(f"data.root={root}: {MANIFEST_FILE} is not a {PACKED_FORMAT} manifest (dsgan prepare-data)")
+    have = (manifest["resolution"], manifest["channels"])
+    if have != (resolution, channels):
+        raise DataError(
+            f"data.root={root} holds {have[1]}x{have[0]}x{have[0]} images but the models use "
+            f"{channels}x{resolution}x{resolution}: rerun `dsgan prepare-data` with --resolution {resolution} "
+            f"--channels {channels}"
+        )
+    classes = manifest["classes"]
+    if conditional and len(classes) != num_classes:
+        raise DataError(
+            f"data.root={root} has {len(classes)} classes but the models have num_classes={num_classes}: make them "
+            "equal, or set data.conditional=false and num_classes=0"
+        )
+    for name in (IMAGES_FILE, LABELS_FILE):
+        entry, path = manifest["files"][name], root / name
+        size = path.stat().st_size if path.exists() else None
+        if size != entry["bytes"] or size != math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize:
+            raise DataError(
+                f"data.root={root}: {name} has {size} bytes, the manifest says {entry['bytes']}: the dataset is "
+                "damaged or was copied incompletely; copy it again or rerun `dsgan prepare-data`"
+            )
+        if cfg.verify and sha256_file(path) != entry["sha256"]:
+            raise DataError(
+                f"data.root={root}: {name} does not match the manifest's sha256: the dataset is damaged; copy it "
+                "again or rerun `dsgan prepare-data` (data.verify=false skips this check)"
+            )
+    count = manifest["images"]
+    labels = np.fromfile(root / LABELS_FILE, "<i8") if conditional else np.zeros(count, np.int64)
+    dataset = PackedImages(root, tuple(manifest["files"][IMAGES_FILE]["shape"]), labels, cfg.in_memory)
+    kind = f"{len(classes)} classes ({classes[0]}..{classes[-1]})" if conditional else "unconditional"
+    dataset.description = (
+        f"packed dataset {root}: {count} images, {kind}, {channels}x{resolution}x{resolution}, "
+        f"sha256 {manifest['files'][IMAGES_FILE]['sha256'][:16]}"
+    )
+    return dataset
+
+
+AnyDataset = TensorImages | ImageFolder | PackedImages
+
+
 def _visible(name: str) -> bool:
     """Hidden entries are skipped: `.ipynb_checkpoints` is not a class, `._x.png` (macOS metadata) not an image."""
     return not name.startswith(".")
@@ -218,7 +302,7 @@ def _scan_image_folder(
     return files, labels, classes
 
 
-def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -> TensorImages | ImageFolder:
+def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -> AnyDataset:
     """Validate and build the dataset; every problem is a DataError naming the path. Items are
     (image float32 [channels, resolution, resolution] in [-1, 1], label); the label is 0 when unconditional
     (`cfg.conditional` false or num_classes 0)."""
@@ -235,6 +319,8 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
         return TensorImages(
             images, digit_labels, f"digits: {len(images)} images, {kind}, {channels}x{resolution}x{resolution}"
         )
+    if isinstance(cfg, PackedData):
+        return _build_packed(cfg, resolution, channels, conditional, num_classes)
     if channels not in (1, 3):
         raise DataError(f"data.type='image_folder' decodes to 1 (L) or 3 (RGB) channels, but the models use {channels}")
     files, labels, classes = _scan_image_folder(cfg, conditional, num_classes)
@@ -243,7 +329,7 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
     return ImageFolder(files, labels, resolution, channels, description)
 
 
-def dataset_summary(dataset: TensorImages | ImageFolder) -> str:
+def dataset_summary(dataset: AnyDataset) -> str:
     """One line for the start-up log: source, image count, classes, image shape."""
     return dataset.description
 
@@ -326,7 +412,7 @@ class StreamSampler(Sampler[int]):
 
 
 def make_loader(
-    dataset: TensorImages | ImageFolder, sampler: StreamSampler, batch_per_rank: int, num_workers: int, pin_memory: bool
+    dataset: AnyDataset, sampler: StreamSampler, batch_per_rank: int, num_workers: int, pin_memory: bool
 ) -> DataLoader:
     """An infinite loader: the trainer calls `next()` once per iteration and gets the sampler's next batch
 

@@ -16,7 +16,6 @@ byte.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import sys
@@ -28,18 +27,22 @@ from typing import Any, Literal
 import numpy as np
 
 from dsgan.atomic import write_atomic
-from dsgan.data import IMAGE_EXTENSIONS, _image_files, _visible, load_pixels
+from dsgan.data import (
+    IMAGE_EXTENSIONS,
+    IMAGES_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    PACKED_FORMAT,
+    _image_files,
+    _visible,
+    load_pixels,
+    sha256_file,
+)
 from dsgan.errors import DataError
 
 CHUNK_IMAGES = 256
 """Source files per chunk: the unit of parallel work and of resume (a kill loses at most one chunk per worker)."""
-IMAGES_FILE, LABELS_FILE, MANIFEST_FILE, PROGRESS_FILE = (
-    "images.uint8",
-    "labels.int64",
-    "manifest.json",
-    "progress.json",
-)
-FORMAT = "dsgan-packed-1"
+PROGRESS_FILE = "progress.json"
 
 OnError = Literal["skip", "fail"]
 
@@ -74,14 +77,6 @@ def _decode_chunk(job: tuple[list[Path], int, int]) -> tuple[bytes, list[tuple[i
             continue
         kept.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
     return (np.stack(kept).tobytes() if kept else b""), failed
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
@@ -158,7 +153,7 @@ def prepare(
         raise DataError(f"prepare-data: {src}: none of its {len(files)} images could be decoded")
     count = progress["images"]
     manifest = {
-        "format": FORMAT,
+        "format": PACKED_FORMAT,
         "images": count,
         "resolution": resolution,
         "channels": channels,
@@ -175,7 +170,7 @@ def prepare(
         "settings": settings,
     }
     for name, entry in manifest["files"].items():
-        entry["bytes"], entry["sha256"] = (out / name).stat().st_size, _sha256(out / name)
+        entry["bytes"], entry["sha256"] = (out / name).stat().st_size, sha256_file(out / name)
     _write_json(out / MANIFEST_FILE, manifest)
     (out / PROGRESS_FILE).unlink()
     return manifest
