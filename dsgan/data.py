@@ -26,9 +26,11 @@ their mirror images), so datasets stay unaware of flips.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,7 +40,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dsgan.config import Data, DigitsData, ImageFolderData, PackedData
+from dsgan.config import Data, DigitsData, ImageFolderData, NvlabsZipData, PackedData
 from dsgan.errors import DataError
 
 PACKED_FORMAT = "dsgan-packed-1"
@@ -116,15 +118,20 @@ class ImageFolder(Dataset):
 
 
 def load_pixels(path: Path, resolution: int, mode: str) -> np.ndarray:
-    """The file decoded (`decode`), resized on the shorter side (PIL bicubic, which antialiases when shrinking) and
-    center-cropped to `resolution`: uint8 [S, S] (mode "L") or [S, S, 3] ("RGB"). The image_folder loader and
-    `dsgan prepare-data` both use it: packed datasets hold the same pixels."""
+    """The file decoded (`decode`), resized and cropped (`fit`). The image_folder loader and `dsgan prepare-data`
+    both use it: packed datasets hold the same pixels."""
     # The build-time check reads headers only; a truncated body surfaces here, named.
     try:
         with Image.open(path) as file:
             img = decode(file, mode)
     except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
         raise DataError(f"{path}: cannot decode image: {type(exc).__name__}: {exc}") from None
+    return fit(img, resolution)
+
+
+def fit(img: Image.Image, resolution: int) -> np.ndarray:
+    """Resized on the shorter side (PIL bicubic, which antialiases when shrinking) and center-cropped to
+    `resolution`: uint8 [S, S] (mode "L") or [S, S, 3] ("RGB"); an image of that size already is left as it is."""
     s = resolution
     scale = s / min(img.size)
     size = (max(s, round(img.width * scale)), max(s, round(img.height * scale)))
@@ -215,7 +222,77 @@ def _build_packed(cfg: PackedData, resolution: int, channels: int, conditional: 
     return dataset
 
 
-AnyDataset = TensorImages | ImageFolder | PackedImages
+class NvlabsZip(Dataset):
+    """A zip of NVlabs' `dataset_tool.py` (stylegan2-ada, stylegan3), read in place: its images in sorted name order
+    (as NVlabs' ImageFolderDataset), decoded and fitted as ImageFolder does, labels from its `dataset.json`."""
+
+    def __init__(self, path: Path, names: list[str], labels: list[int], resolution: int, channels: int) -> None:
+        self.path, self.names, self.labels, self.resolution = path, names, labels, resolution
+        self.mode, self.description = ("L" if channels == 1 else "RGB"), ""
+        self._zip: tuple[int, zipfile.ZipFile] | None = None
+
+    def _archive(self) -> zipfile.ZipFile:
+        # One handle per process: a ZipFile shares its file position, so forked loader workers must not share one.
+        if self._zip is None or self._zip[0] != os.getpid():
+            self._zip = (os.getpid(), zipfile.ZipFile(self.path))
+        return self._zip[1]
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_zip": None}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            with Image.open(io.BytesIO(self._archive().read(self.names[i]))) as file:
+                img = decode(file, self.mode)
+        except Exception as exc:  # as in load_pixels
+            raise DataError(f"{self.path}:{self.names[i]}: cannot decode image: {type(exc).__name__}: {exc}") from None
+        x = to_unit_range(fit(img, self.resolution))
+        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), self.labels[i]
+
+
+def _build_nvlabs_zip(
+    cfg: NvlabsZipData, resolution: int, channels: int, conditional: bool, num_classes: int
+) -> NvlabsZip:
+    path = cfg.path
+    try:
+        with zipfile.ZipFile(path) as archive:
+            all_names = archive.namelist()
+            meta = json.loads(archive.read("dataset.json")) if "dataset.json" in all_names else None
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise DataError(f"data.path={path}: not a readable zip: {exc}") from None
+    names = sorted(n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DataError(f"data.path={path}: no images in the zip")
+    labels = [0] * len(names)
+    if conditional:
+        pairs = meta.get("labels") if isinstance(meta, dict) else None
+        if not pairs:
+            raise DataError(
+                f"data.path={path}: no labels (dataset.json with 'labels', from dataset_tool.py's class folders or "
+                "--labels) but the models are conditional: set data.conditional=false and num_classes=0, or add them"
+            )
+        by_name = {str(name).replace("\\", "/"): label for name, label in pairs}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DataError(f"data.path={path}: dataset.json has no label for {missing[0]} ({len(missing)} images)")
+        if not all(isinstance(by_name[n], int) for n in names):
+            raise DataError(f"data.path={path}: dataset.json labels are not class indices (integers)")
+        labels = [by_name[n] for n in names]
+        if max(labels) + 1 != num_classes or min(labels) < 0:
+            raise DataError(
+                f"data.path={path}: labels 0..{max(labels)} ({max(labels) + 1} classes) but the models have "
+                f"num_classes={num_classes}"
+            )
+    kind = f"{num_classes} classes" if conditional else "unconditional"
+    dataset = NvlabsZip(path, names, labels, resolution, channels)
+    dataset.description = f"NVlabs zip {path}: {len(names)} images, {kind}, {channels}x{resolution}x{resolution}"
+    return dataset
+
+
+AnyDataset = TensorImages | ImageFolder | PackedImages | NvlabsZip
 
 
 def _visible(name: str) -> bool:
@@ -322,7 +399,9 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
     if isinstance(cfg, PackedData):
         return _build_packed(cfg, resolution, channels, conditional, num_classes)
     if channels not in (1, 3):
-        raise DataError(f"data.type='image_folder' decodes to 1 (L) or 3 (RGB) channels, but the models use {channels}")
+        raise DataError(f"data.type='{cfg.type}' decodes to 1 (L) or 3 (RGB) channels, but the models use {channels}")
+    if isinstance(cfg, NvlabsZipData):
+        return _build_nvlabs_zip(cfg, resolution, channels, conditional, num_classes)
     files, labels, classes = _scan_image_folder(cfg, conditional, num_classes)
     kind = f"{len(classes)} classes ({classes[0]}..{classes[-1]})" if conditional else "unconditional"
     description = f"image folder {cfg.root}: {len(files)} images, {kind}, {channels}x{resolution}x{resolution}"

@@ -113,7 +113,20 @@ class PackedData(Strict):
     pin_memory: bool = True
 
 
-Data = Annotated[DigitsData | ImageFolderData | PackedData, Field(discriminator="type")]
+class NvlabsZipData(Strict):
+    """A zip made by NVlabs' `dataset_tool.py` (stylegan2-ada, stylegan3), read in place: PNGs, labels from its
+    `dataset.json`; images not at the models' resolution are resized/cropped as image_folder does."""
+
+    type: Literal["nvlabs_zip"] = "nvlabs_zip"
+    path: Path
+    conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
+    num_workers: Annotated[int, Field(ge=0)] = 4
+    pin_memory: bool = True
+
+
+Data = Annotated[DigitsData | ImageFolderData | PackedData | NvlabsZipData, Field(discriminator="type")]
 
 
 class Run(Strict):
