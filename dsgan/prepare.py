@@ -112,7 +112,8 @@ def prepare(
         raise DataError(f"prepare-data --channels {channels}: 1 (L) or 3 (RGB)")
     files, labels, classes = scan_source(src)
     settings = {"source": str(src), "source_images": len(files), "resolution": resolution, "channels": channels}
-    settings |= {"on_error": on_error, "chunk_images": CHUNK_IMAGES}
+    # Not --on-error: the chunks a failing run completed had no unreadable file, so they are the same either way.
+    settings["chunk_images"] = CHUNK_IMAGES
     if (out / MANIFEST_FILE).exists():
         manifest: dict[str, Any] = json.loads((out / MANIFEST_FILE).read_text())
         if manifest.get("settings") != settings:

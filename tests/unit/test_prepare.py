@@ -82,6 +82,9 @@ def test_on_error_fail_names_the_file_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(bad) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / MANIFEST_FILE).exists()
+    bad.unlink()  # fixed (here: removed), the same command continues
+    assert cli_main([*args, "--workers", "1"]) == 0
+    assert _packed(tmp_path / "out")[2]["images"] == 9
 
 
 def test_killed_then_rerun_equals_an_uninterrupted_run_byte_for_byte(tmp_path, monkeypatch):
