@@ -1,4 +1,4 @@
-"""`dsgan` command line: train, validate-config, sample, eval, migrate, params.
+"""`dsgan` command line: train, validate-config, sample, eval, migrate, prepare-data, params.
 
 User errors (bad config, bad data, missing checkpoint) print one message per problem, no traceback, and exit
 with the code documented in dsgan/errors.py (2 for bad input).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -177,6 +178,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
+def _prepare_data(args: argparse.Namespace) -> int:
+    from dsgan.prepare import prepare
+
+    manifest = prepare(args.src, args.out, args.resolution, args.channels, args.on_error, args.workers)
+    skipped = manifest["skipped"]
+    print(
+        f"{args.out}: {manifest['images']} images, {len(manifest['classes']) or 'no'} classes, "
+        f"{manifest['channels']}x{manifest['resolution']}x{manifest['resolution']}; "
+        f"{len(skipped)} unreadable source files skipped (listed in its {args.out / 'manifest.json'})"
+    )
+    for entry in skipped[:10]:
+        print(f"  skipped: {entry['error']}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from dsgan.train import exit_process, run
 
@@ -230,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="convert an MMGeneration 0.x / MMagic 1.x GAN config (never executed)")
     add_migrate_arguments(p)
     p.set_defaults(func=run_migrate)
+
+    p = sub.add_parser("prepare-data", help="pack an image folder into a dataset for data.type: packed (resumable)")
+    p.add_argument("src", type=Path, help="image folder: root/<class>/<image>, or flat (unconditional)")
+    p.add_argument("out", type=Path, help="output folder; rerun the same command to continue an interrupted run")
+    p.add_argument("--resolution", type=_positive_int, required=True, help="side in pixels (the models' scale)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 (L) or 3 (RGB)")
+    p.add_argument(
+        "--on-error", choices=("skip", "fail"), default="skip", help="unreadable images: leave out (listed) or stop"
+    )
+    p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1, help="decoding processes")
+    p.set_defaults(func=_prepare_data)
 
     p = sub.add_parser("params", help="print G and D parameter counts of a config")
     _add_config_args(p)

@@ -122,7 +122,9 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     state = checkpoint.resume(cfg, env, engines, ema, resume)
 
     micro = cfg.discriminator.deepspeed.train_micro_batch_size_per_gpu
-    sampler = StreamSampler(len(dataset), micro, env.rank, env.world_size, cfg.run.seed, state.images_consumed)
+    sampler = StreamSampler(
+        len(dataset), micro, env.rank, env.world_size, cfg.run.seed, state.images_consumed, cfg.data.xflip
+    )
     num_workers = getattr(cfg.data, "num_workers", 0)
     batches = iter(make_loader(dataset, sampler, micro, num_workers, getattr(cfg.data, "pin_memory", False)))
 

@@ -14,7 +14,7 @@ DeepSpeed owns the batch and optimizer settings (`train_micro_batch_size_per_gpu
 from dsgan.config.deepspeed import DeepSpeedConfig
 from dsgan.config.load import apply_override, config_hash, load_config
 from dsgan.config.models import DiscriminatorModel, GeneratorModel
-from dsgan.config.run import EMA, Config, Data, DigitsData, ImageFolderData, Loss, Wandb
+from dsgan.config.run import EMA, Config, Data, DigitsData, ImageFolderData, Loss, NvlabsZipData, PackedData, Wandb
 
 __all__ = [
     "EMA",
@@ -26,6 +26,8 @@ __all__ = [
     "GeneratorModel",
     "ImageFolderData",
     "Loss",
+    "NvlabsZipData",
+    "PackedData",
     "Wandb",
     "apply_override",
     "config_hash",

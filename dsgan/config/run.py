@@ -80,6 +80,8 @@ class DigitsData(Strict):
 
     type: Literal["digits"] = "digits"
     conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
 
 
 class ImageFolderData(Strict):
@@ -88,11 +90,43 @@ class ImageFolderData(Strict):
     type: Literal["image_folder"] = "image_folder"
     root: Path
     conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
     num_workers: Annotated[int, Field(ge=0)] = 4
     pin_memory: bool = True
 
 
-Data = Annotated[DigitsData | ImageFolderData, Field(discriminator="type")]
+class PackedData(Strict):
+    """A folder written by `dsgan prepare-data`: decoded, resized pixels, memory-mapped; no decoding in training."""
+
+    type: Literal["packed"] = "packed"
+    root: Path
+    conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
+    in_memory: bool = False
+    """Read the whole image file into RAM at start (each rank its own copy) instead of memory-mapping it."""
+    verify: bool = True
+    """Check the data files' sha256 against the manifest at start. It reads every byte, on every rank (roughly a
+    second per GB from the page cache, minutes for ImageNet at 128 from a network disk); off, only the sizes are."""
+    num_workers: Annotated[int, Field(ge=0)] = 2
+    pin_memory: bool = True
+
+
+class NvlabsZipData(Strict):
+    """A zip made by NVlabs' `dataset_tool.py` (stylegan2-ada, stylegan3), read in place: PNGs, labels from its
+    `dataset.json`; images not at the models' resolution are resized/cropped as image_folder does."""
+
+    type: Literal["nvlabs_zip"] = "nvlabs_zip"
+    path: Path
+    conditional: bool = True
+    xflip: bool = False
+    """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
+    num_workers: Annotated[int, Field(ge=0)] = 4
+    pin_memory: bool = True
+
+
+Data = Annotated[DigitsData | ImageFolderData | PackedData | NvlabsZipData, Field(discriminator="type")]
 
 
 class Run(Strict):

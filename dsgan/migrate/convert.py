@@ -53,7 +53,6 @@ IMAGENET_TYPES = {
     "mmpretrain.CustomDataset",
 }
 UNCONDITIONAL_TYPES = {"UnconditionalImageDataset", "BasicImageDataset"}
-_FLIP = "horizontal flip augmentation: not converted yet (TODO), dsgan's loaders do not flip"
 
 _EVAL = "evaluation: dsgan evaluates with `dsgan eval` or eval.every_iters (TF-Inception FID/IS); not converted"
 _PIPELINE = "image pipeline: dsgan's image_folder loader center-crops and resizes to the model scale, in RGB"
@@ -314,24 +313,29 @@ def _data(ctx: Ctx, num_classes: int) -> tuple[int, dict[str, Any]]:
     ):
         ledger.ignored(f"{root_key}.{key}", reason)
     ledger.ignored(f"{dataset_key}.pipeline", _PIPELINE)
-    _flips(ctx, dataset_key, dataset)
+    if _flips(ctx, dataset_key, dataset):
+        data["xflip"] = True
     return micro, data
 
 
-def _flips(ctx: Ctx, dataset_key: str, dataset: dict[str, Any]) -> None:
-    """A random flip in the training pipeline changes what is trained (it doubles the data); say it is lost."""
+def _flips(ctx: Ctx, dataset_key: str, dataset: dict[str, Any]) -> bool:
+    """Whether the training pipeline flips at random: it changes what is trained (it doubles the data), so it
+    becomes `data.xflip` (a flip of about half the images, a different half every epoch, as MMagic's Flip)."""
     pipeline = dataset.get("pipeline") or []
+    found = False
     for i, step in enumerate(pipeline if isinstance(pipeline, (list, tuple)) else []):
         if isinstance(step, dict) and step.get("type") in ("Flip", "RandomFlip"):
-            ctx.ledger.unsupported(f"{dataset_key}.pipeline[{i}]", _FLIP)
+            ratio = step.get("flip_ratio", step.get("prob", 0.5))
+            if step.get("direction", "horizontal") != "horizontal" or ratio != 0.5:
+                ctx.ledger.unsupported(f"{dataset_key}.pipeline[{i}]", "flip: only horizontal, half the images, is")
+                continue
+            converted = f"data.xflip = true (a random horizontal flip, {show(step)})"
+            ctx.ledger.converted(f"{dataset_key}.pipeline[{i}]", converted)
             train_pipeline = ctx.get("train_pipeline")
             if isinstance(train_pipeline, list) and i < len(train_pipeline) and train_pipeline[i] == step:
-                ctx.ledger.unsupported(f"train_pipeline[{i}]", _FLIP)
-            ctx.ledger.note(
-                f"{dataset_key}.pipeline[{i}]: the source flips images horizontally at random "
-                f"({show(step)}); dsgan's image_folder loader has no flip yet (TODO), so the converted run trains on "
-                "unflipped images only (half the effective data of a flipped dataset)"
-            )
+                ctx.ledger.converted(f"train_pipeline[{i}]", converted)
+            found = True
+    return found
 
 
 def _dataset_root(ctx: Ctx, key: str, dataset: dict[str, Any], kind: str | None) -> str | None:

@@ -14,6 +14,7 @@ from dsgan.config import DigitsData, ImageFolderData
 from dsgan.data import (
     StreamSampler,
     TensorImages,
+    XFlip,
     build_dataset,
     dataset_summary,
     decode,
@@ -235,6 +236,44 @@ def test_order_depends_on_global_batch_not_world_size():
 def test_sampler_rejects_bad_arguments(args):
     with pytest.raises(ValueError, match="StreamSampler"):
         StreamSampler(*args, seed=0)
+
+
+def test_xflip_bits_are_half_deterministic_per_epoch_and_resume_mid_epoch():
+    n, batch = 1000, 10
+    stream = list(itertools.islice(iter(StreamSampler(n, batch, 0, 1, seed=3, xflip=True)), 3 * n))
+    epochs = [stream[e * n : (e + 1) * n] for e in range(3)]
+    assert all(sorted(i % n for i in epoch) == list(range(n)) for epoch in epochs)  # still a permutation
+    flipped = [{i % n for i in epoch if i >= n} for epoch in epochs]
+    assert all(400 < len(f) < 600 for f in flipped)
+    assert flipped[0] != flipped[1] != flipped[2]  # a different half every epoch
+    unflipped = list(itertools.islice(iter(StreamSampler(n, batch, 0, 1, seed=3)), 3 * n))
+    assert [i % n for i in stream] == unflipped  # the flips leave the order as it was
+    assert list(itertools.islice(iter(StreamSampler(n, batch, 0, 1, seed=3, xflip=True)), 3 * n)) == stream
+    resumed = StreamSampler(n, 4, 1, 2, seed=3, start_image=1234, xflip=True)  # another world size, mid-epoch
+    assert [i for k in range(50) for i in resumed.batch_indices(k)][:4] == stream[1238:1242]
+    assert flipped[0] != {i % n for i in itertools.islice(iter(StreamSampler(n, 1, 0, 1, 4, xflip=True)), n) if i >= n}
+
+
+def test_xflip_items_are_the_mirror_images(tmp_path):
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    pixels[:, :3, 0] = 255  # red on the left: asymmetric
+    Image.fromarray(pixels).save(tmp_path / "left.png")
+    ds = build_dataset(ImageFolderData(root=tmp_path, conditional=False, xflip=True), 8, 3, 0)
+    flip = XFlip(ds)
+    assert len(flip) == 2
+    assert torch.equal(flip[0][0], ds[0][0]) and torch.equal(flip[1][0], torch.flip(ds[0][0], dims=[-1]))
+    assert not torch.equal(flip[0][0], flip[1][0])
+
+
+def test_loader_flips_as_the_sampler_says(digits):
+    sampler = StreamSampler(len(digits), 64, 0, 1, seed=0, start_image=1790, xflip=True)
+    images, labels = next(iter(make_loader(digits, sampler, 64, num_workers=0, pin_memory=False)))
+    index = sampler.batch_indices(0)
+    assert any(i >= len(digits) for i in index) and any(i < len(digits) for i in index)
+    for image, label, i in zip(images, labels, index, strict=True):
+        expected = digits.images[i % len(digits)]
+        assert torch.equal(image, torch.flip(expected, dims=[-1]) if i >= len(digits) else expected)
+        assert label == digits.labels[i % len(digits)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

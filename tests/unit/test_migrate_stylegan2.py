@@ -85,23 +85,20 @@ def test_ffhq256_converts_every_field(path) -> None:
         assert (net.train_micro_batch_size_per_gpu, net.gradient_accumulation_steps) == (4, 1)
         assert net.precision == "fp32"
     assert cfg.run.total_iters == 800002
-    assert cfg.data.type == "image_folder" and cfg.data.conditional is False
+    assert cfg.data.type == "image_folder" and cfg.data.conditional is False and cfg.data.xflip is True
     assert str(cfg.data.root).endswith("data/ffhq/ffhq_imgs/ffhq_256")
     assert cfg.checkpoint.every_iters == 10000
 
 
 @pytest.mark.parametrize("path", [V1, V0, V1_FP16, V0_FP16], ids=["1.x", "0.x", "1.x-fp16", "0.x-fp16"])
-def test_report_accounts_for_every_key_and_names_the_flip(path, tmp_path, capsys) -> None:
+def test_report_accounts_for_every_key_and_converts_the_flip(path, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     assert main_migrate([str(path), "--out", str(out)]) == 0
     report = (out / "migration_report.md").read_text()
     reported = re.findall(r"^\| `([^`]+)` \|", report, flags=re.M)
     assert sorted(reported) == sorted(p for p, _ in leaves(load_source(path).values))
     assert "not recognised" not in report
-    assert re.search(
-        r"\| `[a-z_.]*pipeline\[1\]\.type` \| `'Flip'` \| horizontal flip augmentation: not converted", report
-    )
-    assert "dsgan's image_folder loader has no flip yet (TODO)" in report
+    assert re.search(r"\| `[a-z_.]*pipeline\[1\]\.type` \| `'Flip'` \| data.xflip = true", report)
     assert "R1 conventions" in report and "r1_weight = 2 * 80 / 16 = 10" in report
     assert "pl_weight = 8 / 4 = 2" in report
     # the converted files pass `dsgan validate-config` (the schema only: no StyleGAN2 module is built)
