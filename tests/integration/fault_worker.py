@@ -1,9 +1,9 @@
 """`dsgan.train` with one fault injected from outside the library, for the tests that need a rank to misbehave:
 
-    python tests/integration/fault_worker.py skip-d-microstep=RANK:ITER  <dsgan train arguments>
+    python tests/integration/fault_worker.py skip-d-microstep=RANK:UPDATE <dsgan train arguments>
     python tests/integration/fault_worker.py slow-checkpoint=SECONDS     <dsgan train arguments>
 
-skip-d-microstep: that rank skips its D micro-step of that iteration (its engine counters fall behind the others').
+skip-d-microstep: that rank skips the first micro-step of D update UPDATE (its engine counters fall behind the others').
 slow-checkpoint: rank 0 waits before sealing each checkpoint (widens the window in which a kill lands mid-save).
 """
 
@@ -27,10 +27,13 @@ def main() -> None:
         rank, skipped = (int(x) for x in arg.split(":"))
         real_d_step = train.d_step
 
-        def d_step(engines, loss_cfg, real, labels, z, fake_y, it, measure_grad_norm=False):
-            if int(os.environ.get("RANK", 0)) == rank and it == skipped:
+        done: list[bool] = []
+
+        def d_step(engines, loss_cfg, real, labels, z, fake_y, d_update, measure_grad_norm=False):
+            if int(os.environ.get("RANK", 0)) == rank and d_update == skipped and not done:
+                done.append(True)  # only the first micro-step of that update
                 return torch.zeros(len(D_STATS), device=real.device), Update(False, None)
-            return real_d_step(engines, loss_cfg, real, labels, z, fake_y, it, measure_grad_norm)
+            return real_d_step(engines, loss_cfg, real, labels, z, fake_y, d_update, measure_grad_norm)
 
         train.d_step = d_step
     elif kind == "slow-checkpoint":

@@ -219,7 +219,8 @@ def test_world_size_change_on_resume(tmp_path):
 def test_rank_disagreement_is_an_error_not_a_hang(tmp_path):
     """Rank 1 skips one D micro-step inside an accumulation window; the next agreement names both ranks."""
     start = time.monotonic()
-    res = train(tmp_path, 2, *MID_CYCLE, "run.total_iters=16", fault="skip-d-microstep=1:4", timeout=120)
+    # the first micro-step of D update 2 = iteration 4 (2 micro-batches per D update)
+    res = train(tmp_path, 2, *MID_CYCLE, "run.total_iters=16", fault="skip-d-microstep=1:2", timeout=120)
     assert time.monotonic() - start < 60
     for r in res:
         assert r.returncode == EXIT_RANK_MISMATCH, r.stdout[-3000:]
