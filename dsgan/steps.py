@@ -107,10 +107,7 @@ def g_step(
             styled = cast(StyleSpace, g.module)  # the config allows pl_weight > 0 only for StyleGAN2
             penalty, path_mean = path_length_penalty(styled, pl_z, pl_y, mean, loss_cfg.pl_decay, probe)
             reg = loss_cfg.pl_weight * loss_cfg.pl_interval * penalty  # lazy: scaled by the interval
-            loss_total = loss + reg
-        else:
-            loss_total = loss
-        update = g.update_params(loss_total, measure_grad_norm)
+        update = g.update_params(loss if reg is None else loss + reg, measure_grad_norm)
     zero = torch.zeros((), device=loss.device)
     stats = torch.stack([loss.detach().float(), reg.detach().float() if reg is not None else zero])
     return stats, update, path_mean
