@@ -98,20 +98,24 @@ class TrainerState:
 LOCK = "dsgan.lock"
 
 
-def hold_run_dir(run_dir: Path, env: DistEnv) -> IO[str] | None:
+def hold_run_dir(run_dir: Path, env: DistEnv, name: str = LOCK) -> IO[str] | None:
     """One writer per run dir: rank 0 takes an exclusive `flock` on `<run dir>/dsgan.lock` for the life of the
     process (the kernel drops it when the process dies, so a killed or preempted job never blocks its requeue), and
     every rank of a job that finds it taken stops with a message naming the holder. Collective: call it on every
-    rank, after the process group is up. Returns the open lock file on rank 0: keep it for as long as the run."""
+    rank, after the process group is up. Returns the open lock file on rank 0: keep it for as long as the run.
+    `name`: another lock file, for another kind of writer (`dsgan eval --watch`)."""
     problem, lock = None, None
     if env.is_main:
-        lock = (run_dir / LOCK).open("a+")
+        lock = (run_dir / name).open("a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "unknown"
-            problem = f"run.dir={run_dir} is in use by another dsgan job ({holder}); wait for it or use another run.dir"
+            problem = (
+                f"run.dir={run_dir} is in use by another dsgan job ({holder}, holding {name}); wait for it or use "
+                "another run.dir"
+            )
             lock.close()
             lock = None
         else:
@@ -230,21 +234,29 @@ def _seal(tmp: Path, final: Path, iteration: int, best: bool) -> None:
     if final.exists():  # same iteration saved before (e.g. end of run after a signal save)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    root = final.parent
-    for marker in ("latest", "best") if best else ("latest",):
-        write_atomic(root / marker, lambda f: f.write_text(final.name))
+    write_atomic(final.parent / "latest", lambda f: f.write_text(final.name))
+    if best:
+        mark_best(final)
+
+
+def mark_best(ckpt: Path) -> None:
+    """Name `ckpt` in `checkpoints/best`, which pruning reads: that checkpoint is never pruned. Written by the
+    trainer's own evaluation and by `dsgan eval --watch`."""
+    write_atomic(ckpt.parent / "best", lambda f: f.write_text(ckpt.name))
 
 
 def _prune(root: Path, keep_last: int, milestone_every: int | None) -> None:
     best = (root / "best").read_text() if (root / "best").is_file() else None
-    steps = sorted(_complete_steps(root))
+    steps = sorted(complete_steps(root))
     for iteration, path in steps[:-keep_last]:
         if (milestone_every and iteration % milestone_every == 0) or path.name == best:
             continue
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _complete_steps(root: Path) -> list[tuple[int, Path]]:
+def complete_steps(root: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of every published checkpoint in `root`: never a `.tmp` being written or a `.corrupt` one
+    set aside (a published one may still fail `verify`)."""
     out = []
     for path in root.glob("step-*"):
         if path.is_dir() and not path.name.endswith(".tmp") and path.name[5:].isdigit():
@@ -293,7 +305,7 @@ def find_resumable(run_dir: Path, set_aside: bool = False) -> Path | None:
     if not root.is_dir():
         return None
     bad: list[tuple[Path, str]] = []
-    for _, path in sorted(_complete_steps(root), reverse=True):
+    for _, path in sorted(complete_steps(root), reverse=True):
         problem = verify(path)
         if problem is None:
             for skipped, _ in bad if set_aside else ():
@@ -413,15 +425,22 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
     """G from a run dir (its newest verified checkpoint) or a checkpoint dir, without DeepSpeed engines or a
     process group, for sampling and evaluation. EMA weights by default when the run kept them.
     Returns (generator in eval mode, the run's config, iteration)."""
-    from dsgan.ema import EMA
-    from dsgan.models import build_generator
-
     ckpt = path if (path / MANIFEST).is_file() else find_resumable(path)
     if ckpt is None:
         raise CheckpointError(f"{path}: no complete checkpoint (neither a checkpoint dir nor a run dir with one)")
     if problem := verify(ckpt):
         raise CheckpointError(f"{ckpt}: {problem}")
     state = read_trainer_state(ckpt)
+    generator, cfg = checkpoint_generator(ckpt, state, use_ema)
+    return generator, cfg, state.iteration
+
+
+def checkpoint_generator(ckpt: Path, state: TrainerState, use_ema: bool) -> tuple[Generator, Config]:
+    """G of a verified checkpoint whose trainer state is `state`: its EMA when kept and `use_ema`, else G's trained
+    weights; in eval mode, float32. Returns (generator, the run's config)."""
+    from dsgan.ema import EMA
+    from dsgan.models import build_generator
+
     cfg = Config.model_validate(state.config)
     generator = build_generator(cfg.generator.model)
     if use_ema and cfg.ema is not None and state.ema is not None:
@@ -435,4 +454,4 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
     else:
         weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
         generator.load_state_dict({k: v.float() for k, v in weights.items()})
-    return generator.float().eval(), cfg, state.iteration
+    return generator.float().eval(), cfg

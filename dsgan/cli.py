@@ -1,4 +1,4 @@
-"""`dsgan` command line: train, validate-config, sample, eval, migrate, prepare-data, params.
+"""`dsgan` command line: train, validate-config, sample, eval, migrate, prepare-data, report, params.
 
 User errors (bad config, bad data, missing checkpoint) print one message per problem, no traceback, and exit
 with the code documented in dsgan/errors.py (2 for bad input).
@@ -12,10 +12,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from dsgan.errors import ConfigError, user_error
+
+if TYPE_CHECKING:
+    from dsgan.config import Config
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -113,6 +117,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from dsgan.checkpoint import load_generator
 
+    if args.watch is not None:
+        return _watch(args)
     generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     generator.to(device)
@@ -123,12 +129,25 @@ def _eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"--digits needs a digits model (10 classes); this one has {generator.num_classes}")
         print(f"iteration {iteration}: {evaluate_digits(generator, device, seed=args.seed).format()}")
         return 0
+    from dsgan.distributed import DistEnv
+    from dsgan.eval.run import Evaluator
+
+    cfg = _eval_config(cfg, args)
+    evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, DistEnv.single(device))
+    metrics = evaluator(generator)
+    print(
+        f"iteration {iteration}, {cfg.eval.num_samples} samples, {evaluator.name}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+    )
+    return 0
+
+
+def _eval_config(cfg: Config, args: argparse.Namespace) -> Config:
+    """The run's config with `dsgan eval`'s flags applied to its `eval` section, validated again."""
     from pydantic import ValidationError
 
     from dsgan.config import Config
     from dsgan.config.load import format_errors
-    from dsgan.distributed import DistEnv
-    from dsgan.eval.run import Evaluator
 
     changes = {
         k: v
@@ -140,27 +159,50 @@ def _eval(args: argparse.Namespace) -> int:
         if v is not None
     }
     try:
-        cfg = Config.model_validate(
+        return Config.model_validate(
             {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
         )
     except ValidationError as exc:  # e.g. --features inception without --inception-weights
         raise ConfigError(format_errors(exc, {"run": "dsgan eval (the run's config and these flags)"})) from None
-    evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, DistEnv.single(device))
-    metrics = evaluator(generator)
-    print(
-        f"iteration {iteration}, {cfg.eval.num_samples} samples, {evaluator.name}: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-    )
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+
+    from dsgan.checkpoint import hold_run_dir
+    from dsgan.distributed import DistEnv
+    from dsgan.eval.watch import LOCK, Watcher, watch
+
+    if args.digits:
+        raise ConfigError("--digits does not apply to --watch: it logs the run's eval metrics (--features digits: FD8)")
+    if not args.watch.is_dir():
+        raise ConfigError(f"--watch {args.watch}: no such run directory (start the watcher once the run dir exists)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _lock = hold_run_dir(args.watch, DistEnv.single(device), LOCK)  # held until the process exits
+    watcher = Watcher(args.watch, lambda cfg: _eval_config(cfg, args), not args.no_ema, device)
+    return watch(watcher, args.poll_seconds)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dsgan.report import report
+
+    out = args.out or args.run_dir / "report.png"
+    _writable(out, "--out")
+    print(f"wrote {report(args.run_dir, out)}")
     return 0
 
 
-def _add_source_args(p: argparse.ArgumentParser) -> None:
+def _add_source_args(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory (its newest complete checkpoint)")
     src.add_argument("--checkpoint", type=Path, help="a checkpoint directory (.../checkpoints/step-N)")
     p.add_argument("--no-ema", action="store_true", help="use G's trained weights instead of its EMA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
+    return src
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -233,8 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_sample)
 
-    p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint")
-    _add_source_args(p)
+    p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint, or of each new checkpoint")
+    _add_source_args(p).add_argument(
+        "--watch",
+        type=Path,
+        metavar="RUN_DIR",
+        help="evaluate every new checkpoint of a running job as it appears, until the run is finished",
+    )
+    p.add_argument(
+        "--poll-seconds", type=_positive_float, default=30.0, help="with --watch: how often to look for checkpoints"
+    )
     p.add_argument("--digits", action="store_true", help="the embedded digits check: classifier accuracy and FD8")
     p.add_argument("--features", choices=("inception", "digits"), help="overrides eval.features")
     p.add_argument("--inception-weights", type=Path, help="TF FID Inception weights (pt_inception-2015-12-05)")
@@ -257,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1, help="decoding processes")
     p.set_defaults(func=_prepare_data)
+
+    p = sub.add_parser("report", help="one PNG of a run's curves over kimg and its latest samples (offline)")
+    p.add_argument("run_dir", type=Path, help="run directory (a finished run or one still training)")
+    p.add_argument("--out", type=Path, help="PNG to write (default: RUN_DIR/report.png)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("params", help="print G and D parameter counts of a config")
     _add_config_args(p)

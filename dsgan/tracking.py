@@ -3,6 +3,11 @@
 The wandb run id lives in `<run dir>/wandb_run_id`, so a resumed or requeued job continues the same wandb run;
 the step metric is the iteration, which continues where the checkpoint left off. wandb failures (no network,
 bad key, a crash inside wandb) are warnings: training and the local log go on.
+
+`dsgan eval --watch` logs beside the trainer, as a second writer of the same wandb run, and into its own local file
+(`eval_metrics.jsonl`): the trainer rewrites `metrics.jsonl` when it resumes, and appends from two processes, on
+two nodes of a network filesystem, can overwrite each other (NFS does not make O_APPEND atomic across clients).
+Readers (`dsgan report`) merge the two files.
 """
 
 from __future__ import annotations
@@ -26,34 +31,56 @@ if TYPE_CHECKING:
 log = logging.getLogger("dsgan")
 
 METRICS_FILE = "metrics.jsonl"
+EVAL_METRICS_FILE = "eval_metrics.jsonl"
+"""Written by `dsgan eval --watch` alone: one record per checkpoint it evaluated or found corrupt."""
 RUN_ID_FILE = "wandb_run_id"
+WATCH_LABEL = "dsgan-eval-watch"
 
 
 class Tracker:
     """Rank 0 writes; other ranks hold a Tracker that does nothing, so call sites need no rank checks."""
 
     def __init__(
-        self, cfg: Wandb, run_dir: Path, resolved_config: dict[str, Any], is_main: bool, start_iteration: int = 0
+        self,
+        cfg: Wandb,
+        run_dir: Path,
+        resolved_config: dict[str, Any],
+        is_main: bool,
+        start_iteration: int = 0,
+        beside_trainer: bool = False,
+        trainer_run_id: str | None = None,
     ) -> None:
-        """`start_iteration`: where this process continues the run (its checkpoint's iteration, 0 when fresh)."""
+        """`start_iteration`: where this process continues the run (its checkpoint's iteration, 0 when fresh); the
+        log's records after it are dropped. `beside_trainer`: a process that logs while the trainer owns the run
+        (`dsgan eval --watch`) logs locally into EVAL_METRICS_FILE and to wandb only into the trainer's run
+        (`trainer_run_id`, None when it has none), as a secondary writer that neither creates nor finishes it."""
         self.is_main = is_main
         self.run_dir = run_dir
         self._wandb: wandb.Run | None = None
         if not is_main:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        _drop_records_after(run_dir / METRICS_FILE, start_iteration)
-        self._jsonl = (run_dir / METRICS_FILE).open("a", buffering=1)
+        path = run_dir / (EVAL_METRICS_FILE if beside_trainer else METRICS_FILE)
+        _drop_records_after(path, start_iteration)
+        self._jsonl = path.open("a", buffering=1)
         mode = os.environ.get("WANDB_MODE", cfg.mode)
-        if mode != "disabled":
-            self._start_wandb(cfg, mode, resolved_config)
+        if mode != "disabled" and not beside_trainer:
+            self._start_wandb(cfg, mode, resolved_config, None)
+        elif mode != "disabled" and trainer_run_id is not None:
+            self._start_wandb(cfg, mode, None, trainer_run_id)
 
-    def _start_wandb(self, cfg: Wandb, mode: str, resolved_config: dict[str, Any]) -> None:
+    def _start_wandb(self, cfg: Wandb, mode: str, resolved_config: dict[str, Any] | None, joined: str | None) -> None:
+        """`joined`: the id of a run that another process writes (then `resolved_config` is None: that process
+        owns the config); online, wandb's shared mode lets both write it."""
         id_file = self.run_dir / RUN_ID_FILE
         try:
             import wandb
 
-            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+            run_id = joined or (id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4))
+            settings = None
+            if joined is not None and mode == "online":
+                mode = "shared"
+                settings = wandb.Settings(x_primary=False, x_label=WATCH_LABEL, x_update_finish_state=False)
             self._wandb = wandb.init(
                 project=cfg.project,
                 entity=cfg.entity,
@@ -62,13 +89,15 @@ class Tracker:
                 tags=cfg.tags,
                 mode=cast(Any, mode),  # WANDB_MODE as set: wandb checks it, and takes more values than init's type
                 id=run_id,
-                resume="allow",
+                resume="allow" if settings is None else None,  # a shared-mode writer joins the running run as is
                 dir=str(self.run_dir),
                 config=resolved_config,
+                settings=settings,
             )
             self._wandb.define_metric("iteration")
             self._wandb.define_metric("*", step_metric="iteration")
-            id_file.write_text(run_id)
+            if joined is None:
+                id_file.write_text(run_id)
         except Exception as exc:  # wandb must never stop training
             log.warning(
                 "wandb disabled for this run: %s: %s (the local %s log continues)",
@@ -128,6 +157,22 @@ def _drop_records_after(path: Path, iteration: int) -> None:
         len(lines) - len(kept),
         iteration,
     )
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSONL log that a process may be appending to right now: an unfinished last line (no newline
+    yet, or torn by a kill) is left out, and so is any other line that is not a JSON object; [] without the file."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith("\n") else None
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _iteration(line: str) -> float:

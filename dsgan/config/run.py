@@ -176,8 +176,9 @@ class Tracking(Strict):
 
 
 class Eval(Strict):
-    every_iters: PositiveInt | None = None
-    """Evaluate during training this often (every rank; EMA G when kept); None = only from the CLI."""
+    every_iters: Annotated[int, Field(ge=0)] | None = None
+    """Evaluate during training this often (every rank; EMA G when kept); 0 or None = never during training: from
+    the CLI only, e.g. `dsgan eval --watch RUN_DIR` beside the job, which costs the job no time."""
     features: Literal["inception", "digits"] = "digits"
     """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
     inception_weights: Path | None = None
