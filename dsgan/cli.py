@@ -189,6 +189,8 @@ def _watch(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from dsgan.report import report
 
+    if not args.run_dir.is_dir():
+        raise ConfigError(f"{args.run_dir}: no such run directory")
     out = args.out or args.run_dir / "report.png"
     _writable(out, "--out")
     print(f"wrote {report(args.run_dir, out)}")

@@ -94,8 +94,6 @@ def report(run_dir: Path, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir}: no such run directory")
     data = curves(run_dir)
     metrics = sorted(k for k in data.series if k.startswith("eval/"))[:MAX_METRICS]
     fig = plt.figure(figsize=(16, 9), dpi=100)
@@ -105,7 +103,9 @@ def report(run_dir: Path, out: Path) -> Path:
         _draw(ax, data, keys, title)
         if title == "learning rate" and any(k in data.series for k in LOSS_SCALES):
             scale_ax = ax.twinx()
+            scale_ax.set_prop_cycle(color=["tab:green", "tab:red"])  # not the learning rates' colours
             _draw(scale_ax, data, LOSS_SCALES, None, linestyle="--")
+            scale_ax.legend(fontsize=8, loc="lower right")
             scale_ax.set_yscale("log", base=2)
             scale_ax.set_ylabel("fp16 loss scale")
             ax.set_title("learning rate / loss scale")
