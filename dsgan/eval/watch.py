@@ -51,7 +51,11 @@ class Watcher:
         self.root = run_dir / checkpoint.CHECKPOINTS
         records = read_records(run_dir / EVAL_METRICS_FILE)
         self.records = {r["checkpoint"]: r for r in records if isinstance(r.get("checkpoint"), str)}
-        self.best_score = min((s for r in records if (s := score(r)) is not None), default=math.inf)
+        marker = self.root / "best"
+        best = self.records.get(marker.read_text()) if marker.is_file() else None
+        best_score = score(best) if best is not None else None
+        self.best_score = math.inf if best_score is None else best_score
+        """The score of the checkpoint `best` names (lower is better)."""
         self.evaluator: Evaluator | None = None
         self.tracker: Tracker | None = None
         self.failed: set[str] = set()
@@ -115,9 +119,8 @@ class Watcher:
             time.perf_counter() - start,
             ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
         )
-        if (value := score(record)) is not None and value < self.best_score:
+        if (value := score(record)) is not None and value < self.best_score and self._mark_best(path):
             self.best_score = value
-            self._mark_best(path)
 
     def _unreadable(self, path: Path, problem: str) -> None:
         """A checkpoint that failed to verify or load is corrupt only if it fails again at the next poll: one being
@@ -138,23 +141,26 @@ class Watcher:
             logged = self.unlogged.pop(0)
             self.tracker.log({k: v for k, v in logged.items() if k != "iteration"}, logged["iteration"])
 
-    def _mark_best(self, path: Path) -> None:
-        """Name it in `best`, so that the trainer stops pruning it; it may have been pruned between evaluation and
-        marking, and then the marker goes back to the checkpoint it named."""
+    def _mark_best(self, path: Path) -> bool:
+        """Name it in `best`, so that the trainer stops pruning it. False if the trainer pruned it between its
+        evaluation and the marking: the marker goes back to the checkpoint it named, which stays the one to beat."""
         marker = self.root / "best"
         before = marker.read_text() if marker.is_file() else None
         checkpoint.mark_best(path)
         if path.is_dir():
             log.info("%s: best so far; named in %s", path.name, marker)
-            return
+            return True
         if before is not None:
             checkpoint.mark_best(self.root / before)
+        else:
+            marker.unlink(missing_ok=True)
         log.warning(
             "%s, the best so far, was pruned by the trainer before it could be kept (raise checkpoint.keep_last so "
             "that the watcher keeps up); its scores stay in %s",
             path.name,
             EVAL_METRICS_FILE,
         )
+        return False
 
     def close(self) -> None:
         if self.tracker is not None:

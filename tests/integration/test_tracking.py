@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import struct
-from pathlib import Path
 
 from launch import REPO, launch
 from runs import TINY, ok, train
+from wandb_files import read_run
 
 from dsgan.config import Wandb
 from dsgan.tracking import Tracker
@@ -32,43 +31,6 @@ EXPECTED_KEYS = {
     "ema_momentum",
     "max_rss_gib",
 }
-
-
-def wandb_records(path: Path):
-    """Records of a .wandb file (LevelDB-log framing: 32 KiB blocks, 7-byte record headers, protobuf payloads)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, buf = 7, b""
-    while pos + 7 <= len(data):
-        if (left := 32768 - pos % 32768) < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            break
-        buf += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST
-            rec = pb.Record()
-            rec.ParseFromString(buf)
-            buf = b""
-            yield rec
-
-
-def read_run(run_file: Path) -> tuple[str, dict, list[dict]]:
-    run_id, config, history = "", {}, []
-    for rec in wandb_records(run_file):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            run_id = rec.run.run_id
-            config = {item.key: json.loads(item.value_json) for item in rec.run.config.update}
-        elif kind == "history":
-            history.append(
-                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item}
-            )
-    return run_id, config, history
 
 
 def test_offline_run_resumes_the_same_wandb_run(tmp_path):

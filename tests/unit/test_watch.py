@@ -109,6 +109,7 @@ def test_restart_evaluates_nothing_twice_and_drops_a_torn_line(tmp_path, one_thr
 
     w = watcher(tmp_path)
     assert w.poll() == 0 and not w.finished()
+    assert w.best_score == json.loads(before)["eval/fd8"]  # the score of the checkpoint `best` names
     seal(tmp_path, 16, cfg)
     assert w.poll() == 1 and w.finished()
     w.close()
