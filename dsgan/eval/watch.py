@@ -170,7 +170,8 @@ class Watcher:
 def watch(watcher: Watcher, poll_seconds: float) -> int:
     """Poll until the run's final checkpoint has been seen (exit 0) or a signal stops it (exit 75, as training:
     rerun the same command to continue, nothing is evaluated twice)."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM (preemption) as Ctrl-C
+    # SIGTERM (preemption) and SIGUSR1 (SLURM's warning before the time limit) stop it as Ctrl-C does.
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         waiting = False
         while not watcher.finished():
@@ -185,7 +186,8 @@ def watch(watcher: Watcher, poll_seconds: float) -> int:
         log.warning("stopped by a signal; %d checkpoint(s) recorded; rerun to continue", len(watcher.records))
         return EXIT_PREEMPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         watcher.close()
     log.info("run finished: its last checkpoint is evaluated (%s)", watcher.run_dir / EVAL_METRICS_FILE)
     return EXIT_OK

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -15,13 +16,14 @@ import pytest
 import torch
 
 from dsgan import checkpoint
-from dsgan.checkpoint import TRAINER, TrainerState, load_generator
+from dsgan.checkpoint import TRAINER, TrainerState, hold_run_dir, load_generator
+from dsgan.cli import main
 from dsgan.config import Config, load_config
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
-from dsgan.errors import ConfigError
+from dsgan.errors import EXIT_CONFIG, EXIT_RUN_DIR_BUSY, ConfigError
 from dsgan.eval.run import Evaluator
-from dsgan.eval.watch import Watcher
+from dsgan.eval.watch import LOCK, Watcher
 from dsgan.models import build_generator
 from dsgan.tracking import EVAL_METRICS_FILE, read_records
 
@@ -137,3 +139,13 @@ def test_eval_every_iters_zero_means_never_during_training(tmp_path):
     with pytest.raises(ConfigError, match="eval.every_iters"):
         load_config(TINY, [f"run.dir={tmp_path}", "eval.every_iters=-1"])
     assert math.isinf(watcher(tmp_path).best_score)
+
+
+def test_command_line_errors(tmp_path, capsys):
+    assert main(["eval", "--watch", str(tmp_path / "missing")]) == EXIT_CONFIG
+    assert "--watch " in capsys.readouterr().err
+    first = hold_run_dir(tmp_path, DistEnv.single(CPU), LOCK)  # a watcher of this run dir, running
+    assert main(["eval", "--watch", str(tmp_path)]) == EXIT_RUN_DIR_BUSY
+    assert f"pid {os.getpid()}" in capsys.readouterr().err
+    assert first is not None
+    first.close()
