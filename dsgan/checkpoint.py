@@ -239,6 +239,12 @@ def _seal(tmp: Path, final: Path, iteration: int, best: bool) -> None:
         mark_best(final)
 
 
+def ranking_score(metrics: dict[str, Any]) -> float | None:
+    """What `best` is chosen by, lower is better: FID, or FD8 for the digits extractor; None without either."""
+    value = metrics.get("fd8", metrics.get("fid"))
+    return float(value) if value is not None else None
+
+
 def mark_best(ckpt: Path) -> None:
     """Name `ckpt` in `checkpoints/best`, which pruning reads: that checkpoint is never pruned. Written by the
     trainer's own evaluation and by `dsgan eval --watch`."""

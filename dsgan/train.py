@@ -338,8 +338,8 @@ def _evaluate(run: Run) -> bool:
         ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
     )
     run.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, run.state.iteration)
-    score = metrics["fd8"] if "fd8" in metrics else metrics["fid"]
-    if score < run.state.best_score:
+    score = checkpoint.ranking_score(metrics)
+    if score is not None and score < run.state.best_score:
         run.state.best_score = score
         return True
     return False

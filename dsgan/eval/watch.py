@@ -35,9 +35,8 @@ LOCK = "eval_watch.lock"
 
 
 def score(record: dict) -> float | None:
-    """The number `best` is chosen by (lower is better), as the trainer chooses it: FID, or FD8 for the digits."""
-    value = record.get("eval/fd8", record.get("eval/fid"))
-    return float(value) if value is not None else None
+    """A record's score for `best` (lower is better), as training ranks its evaluations."""
+    return checkpoint.ranking_score({k.removeprefix("eval/"): v for k, v in record.items()})
 
 
 class Watcher:
