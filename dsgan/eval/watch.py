@@ -5,13 +5,15 @@ Only published checkpoints are read (`checkpoint.complete_steps`: never a `step-
 against its manifest first. The trainer keeps pruning while the watcher works: a checkpoint removed before or while
 it is read is skipped with a note; one that does not verify is skipped as corrupt and recorded. Results go to the
 trainer's wandb run and to `eval_metrics.jsonl` (see dsgan/tracking.py for why not `metrics.jsonl`), one record per
-checkpoint, which is also the watcher's memory: a restarted watcher evaluates nothing twice. The best score so far
+checkpoint (its name and its manifest's hash), which is also the watcher's memory: a restarted watcher evaluates
+nothing twice. The best score so far
 names its checkpoint in `checkpoints/best`, which the trainer never prunes. The watcher exits when it has seen the
 run's final checkpoint (the one at the run's length, which the trainer always writes), or on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import signal
@@ -37,6 +39,14 @@ LOCK = "eval_watch.lock"
 def score(record: dict) -> float | None:
     """A record's score for `best` (lower is better), as training ranks its evaluations."""
     return checkpoint.ranking_score({k.removeprefix("eval/"): v for k, v in record.items()})
+
+
+def manifest_digest(ckpt: Path) -> str | None:
+    """The identity of a checkpoint's contents: its manifest lists every file's sha256. None without one."""
+    try:
+        return hashlib.sha256((ckpt / checkpoint.MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 class Watcher:
@@ -70,13 +80,21 @@ class Watcher:
 
     def poll(self) -> int:
         """Evaluate every published checkpoint not seen yet, oldest first; returns how many were new."""
-        new = [(it, p) for it, p in sorted(checkpoint.complete_steps(self.root)) if p.name not in self.records]
-        for _, path in new:
+        new = [p for _, p in sorted(checkpoint.complete_steps(self.root)) if not self._seen(p)]
+        for path in new:
             self._checkpoint(path)
         return len(new)
 
+    def _seen(self, path: Path) -> bool:
+        """Recorded under its name, and not written again since (a run resumed from an older checkpoint writes
+        its names again, with other weights). A manifest that cannot be read (being pruned) counts as the same."""
+        record = self.records.get(path.name)
+        digest = manifest_digest(path)
+        return record is not None and (digest is None or record.get("manifest_sha256") == digest)
+
     def _checkpoint(self, path: Path) -> None:
         start = time.perf_counter()
+        digest = manifest_digest(path)
         try:
             problem = checkpoint.verify(path)
             if problem is None:
@@ -106,6 +124,7 @@ class Watcher:
             "iteration": state.iteration,
             "kimg": state.images_consumed / 1000,
             "total_iters": cfg.total_iters_for(state.world_size),
+            "manifest_sha256": digest,
             **{f"eval/{k}": v for k, v in metrics.items()},
         }
         self._record(path, record)
@@ -128,7 +147,9 @@ class Watcher:
             log.warning("%s: removed while it was read (pruned by the trainer); skipped", path.name)
         elif path.name in self.failed:
             log.warning("%s: skipped, does not verify: %s", path.name, problem)
-            self._record(path, {"iteration": int(path.name[5:]), "skipped": problem})
+            self._record(
+                path, {"iteration": int(path.name[5:]), "skipped": problem, "manifest_sha256": manifest_digest(path)}
+            )
         else:
             log.warning("%s: cannot be read (%s); trying again at the next poll", path.name, problem)
             self.failed.add(path.name)

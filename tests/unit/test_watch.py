@@ -118,6 +118,17 @@ def test_restart_evaluates_nothing_twice_and_drops_a_torn_line(tmp_path, one_thr
     lines = log.read_text().splitlines()
     assert lines[0] == before.strip() and [json.loads(line)["iteration"] for line in lines] == [8, 16]
 
+    # A run resumed from an older checkpoint writes step-16 again, other contents: evaluated again.
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000016")
+    again = seal(tmp_path, 16, cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": 1})}))
+    w = watcher(tmp_path)
+    assert w.poll() == 1 and w.poll() == 0
+    w.close()
+    records = read_records(log)
+    assert [r["checkpoint"] for r in records] == ["step-00000008", "step-00000016", "step-00000016"]
+    assert records[1]["manifest_sha256"] != records[2]["manifest_sha256"]
+    assert records[2]["eval/fd8"] == pytest.approx(fd8(again), rel=1e-9)
+
 
 def test_a_checkpoint_pruned_while_read_is_skipped_with_a_note(tmp_path, caplog, one_thread):
     cfg = tiny_config(tmp_path, 16)
