@@ -113,12 +113,12 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        return _watch(args)
     import torch
 
     from dsgan.checkpoint import load_generator
 
-    if args.watch is not None:
-        return _watch(args)
     generator, cfg, iteration = load_generator(args.run or args.checkpoint, use_ema=not args.no_ema)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     generator.to(device)

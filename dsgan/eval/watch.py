@@ -6,9 +6,9 @@ against its manifest first. The trainer keeps pruning while the watcher works: a
 it is read is skipped with a note; one that does not verify is skipped as corrupt and recorded. Results go to the
 trainer's wandb run and to `eval_metrics.jsonl` (see dsgan/tracking.py for why not `metrics.jsonl`), one record per
 checkpoint (its name and its manifest's hash), which is also the watcher's memory: a restarted watcher evaluates
-nothing twice. The best score so far
-names its checkpoint in `checkpoints/best`, which the trainer never prunes. The watcher exits when it has seen the
-run's final checkpoint (the one at the run's length, which the trainer always writes), or on SIGINT/SIGTERM.
+nothing twice. The best score so far names its checkpoint in `checkpoints/best`, which the trainer never prunes.
+The watcher exits when it has seen the run's final checkpoint (the one at the run's length, which the trainer always
+writes), or on SIGINT, SIGTERM or SIGUSR1.
 """
 
 from __future__ import annotations
