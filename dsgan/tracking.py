@@ -152,7 +152,7 @@ def _drop_records_after(path: Path, iteration: int) -> None:
     write_atomic(path, lambda f: f.write_text("".join(kept)))
     log.warning(
         "%s: dropped %d record(s) after iteration %d (written by an earlier process that did not reach a checkpoint "
-        "past it)",
+        "past it, or a last line cut short by a kill)",
         path,
         len(lines) - len(kept),
         iteration,
