@@ -27,7 +27,7 @@ class DCGANGenerator(Strict):
     """Radford et al. 2016: transposed convolutions + BatchNorm; conditional via a label embedding on z."""
 
     type: Literal["DCGANGenerator"] = "DCGANGenerator"
-    output_scale: Literal[16, 32, 64] = 32
+    output_scale: Literal[16, 32, 64, 128] = 32
     noise_size: PositiveInt = 64
     num_classes: Annotated[int, Field(ge=0)] = 10
     """0 = unconditional."""
@@ -42,7 +42,7 @@ class DCGANGenerator(Strict):
 
 class DCGANDiscriminator(Strict):
     type: Literal["DCGANDiscriminator"] = "DCGANDiscriminator"
-    input_scale: Literal[16, 32, 64] = 32
+    input_scale: Literal[16, 32, 64, 128] = 32
     num_classes: Annotated[int, Field(ge=0)] = 10
     """0 = unconditional; otherwise projection conditioning (Miyato & Koyama 2018)."""
     base_channels: PositiveInt = 64
@@ -57,10 +57,11 @@ class DCGANDiscriminator(Strict):
 
 
 class SNGANGenerator(Strict):
-    """Miyato et al. 2018 ResNet generator (CIFAR layout)."""
+    """Miyato et al. 2018 ResNet generator: the CIFAR layout at 32, the projection paper's ImageNet layouts at 64
+    and 128 (as MMagic's SNGANGenerator builds them)."""
 
     type: Literal["SNGANGenerator"] = "SNGANGenerator"
-    output_scale: Literal[32, 64] = 32
+    output_scale: Literal[32, 64, 128] = 32
     noise_size: PositiveInt = 128
     num_classes: Annotated[int, Field(ge=0)] = 0
     base_channels: PositiveInt = 256
@@ -74,7 +75,7 @@ class SNGANGenerator(Strict):
 
 class SNGANDiscriminator(Strict):
     type: Literal["SNGANDiscriminator"] = "SNGANDiscriminator"
-    input_scale: Literal[32, 64] = 32
+    input_scale: Literal[32, 64, 128] = 32
     num_classes: Annotated[int, Field(ge=0)] = 0
     base_channels: PositiveInt = 128
     in_channels: PositiveInt = 3

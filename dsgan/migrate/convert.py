@@ -41,7 +41,7 @@ V1_MODELS = {
 }
 SUPPORTED = {
     "0.x": ("BasiccGAN", "StaticUnconditionalGAN"),
-    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
+    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "LSGAN", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
 }
 VERSION_NAMES = {"0.x": "MMGeneration 0.x", "1.x": "MMGeneration 1.x / MMagic"}
 IMAGENET_TYPES = {
@@ -258,11 +258,13 @@ def _convert(ctx: Ctx, source: Source) -> dict[str, Any]:
         for key in ("num_classes", "noise_size"):
             if ctx.has(f"model.{key}"):
                 raise ctx.error(f"model.{key}", "MMagic's StyleGAN2 takes no model-level value: set it in the networks")
-    elif version == "1.x":
-        for key in ("num_classes", "noise_size"):
+    else:
+        # MMagic's BaseGAN passes both to the networks that do not set them, mmgen 0.x's BasiccGAN num_classes
+        keys = ("num_classes", "noise_size") if version == "1.x" else ("num_classes",) if kind == "BasiccGAN" else ()
+        for key in keys:
             if ctx.has(f"model.{key}"):
                 model_defaults[key] = ctx.get(f"model.{key}")
-                ledger.converted(f"model.{key}", f"the networks' {key} where they do not set it (MMagic's BaseGAN)")
+                ledger.converted(f"model.{key}", f"the networks' {key} where they do not set it ({kind})")
     generator = convert_network(ctx, "generator", model_defaults)
     discriminator = convert_network(ctx, "discriminator", model_defaults)
     stylegan2 = ctx.get("model.generator.type") in STYLEGAN2_NETS
@@ -461,7 +463,7 @@ def _run(ctx: Ctx, source: Source, schedule: Schedule) -> dict[str, Any]:
             f"whole D update, so run.total_iters = {whole} (the source's last partial update is dropped)"
         )
     if ctx.version == "1.x":
-        for name in ("by_epoch", "type", "val_interval", "val_begin"):
+        for name in ("by_epoch", "type", "val_interval", "val_begin", "dynamic_intervals"):
             if ctx.has(f"train_cfg.{name}"):
                 ledger.ignored(
                     f"train_cfg.{name}",

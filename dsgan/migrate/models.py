@@ -424,9 +424,10 @@ def _dcgan_discriminator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str
 # ----------------------------------------------------------------------------------------------------------------
 # Loss
 
-GAN_TYPES = {"hinge": "hinge", "vanilla": "vanilla", "wgan": "wgan", "wgan-logistic-ns": "vanilla"}
-IMPLICIT_LOSS = {"BigGAN": "hinge", "SNGAN": "hinge", "SAGAN": "hinge", "DCGAN": "vanilla"}
-"""MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN: hinge; DCGAN: BCE with logits)."""
+GAN_TYPES = {"hinge": "hinge", "vanilla": "vanilla", "wgan": "wgan", "wgan-logistic-ns": "vanilla", "lsgan": "lsgan"}
+IMPLICIT_LOSS = {"BigGAN": "hinge", "SNGAN": "hinge", "SAGAN": "hinge", "DCGAN": "vanilla", "LSGAN": "lsgan"}
+"""MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN: hinge; DCGAN: BCE with logits; LSGAN:
+MSE to 1 for reals and 0 for fakes)."""
 _R1 = ("R1GradientPenalty", "R1GradientPenaltyComps")
 _GP = ("GradientPenaltyLoss", "GradientPenaltyLossComps")
 

@@ -1,11 +1,12 @@
 """SNGAN ResNets (Miyato et al. 2018, appendix B.4; conditional version: Miyato & Koyama 2018).
 
 32x32 (the CIFAR layout): G = linear to 4x4, three up-blocks at base_channels, BN-ReLU-conv3x3-tanh; D = four
-down-blocks at base_channels (the first two halve the resolution), ReLU, sum pooling, linear. 64x64 follows the
-projection paper's ImageNet layout as MMagic's SNGAN does: G up-blocks 16-8-4-2-1 x base_channels, D 1-2-4-8-16 x
-base_channels with five halvings; base_channels=64 there is the paper's width (the config defaults are the 32x32
-ones). Spectral norm on D only, as in the paper. Conditional: class-conditional BN in G (a gain and a bias embedding
-per class), projection in D.
+down-blocks at base_channels (the first two halve the resolution), ReLU, sum pooling, linear. 64x64 and 128x128
+follow the projection paper's ImageNet layouts as MMagic's SNGANGenerator / ProjDiscriminator build them (their
+`_default_channels_cfg`): at 64, G up-blocks 16-8-4-2-1 x base_channels and D 1-2-4-8-16 with five halvings; at 128,
+G 16-16-8-4-2-1 and D 1-2-4-8-16-16 with five halvings and a last block at 4x4. base_channels=64 there is the paper's
+width (the config defaults are the 32x32 ones). Spectral norm on D only, as in the paper. Conditional:
+class-conditional BN in G (a gain and a bias embedding per class), projection in D.
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ from dsgan.models.layers import (
     param_dtype,
 )
 
-G_CHANNELS = {32: (1, 1, 1, 1), 64: (16, 8, 4, 2, 1)}
-D_CHANNELS = {32: ((1, 1, 1, 1), (True, True, False, False)), 64: ((1, 2, 4, 8, 16), (True, True, True, True, True))}
+G_CHANNELS = {32: (1, 1, 1, 1), 64: (16, 8, 4, 2, 1), 128: (16, 16, 8, 4, 2, 1)}
+"""Multipliers of base_channels: the linear layer's output, then each up-block's."""
+D_CHANNELS = {
+    32: ((1, 1, 1, 1), (True, True, False, False)),
+    64: ((1, 2, 4, 8, 16), (True, True, True, True, True)),
+    128: ((1, 2, 4, 8, 16, 16), (True, True, True, True, True, False)),
+}
+"""Each down-block's output multiplier and whether it halves the resolution (the first is the head block)."""
 
 
 def _sngan_init(module: nn.Module) -> None:

@@ -19,14 +19,14 @@ BIGGAN_SLOTS = {32: 4, 64: 5, 128: 6, 256: 7}
 def pairs(num_classes: int) -> list[tuple[BaseModel, BaseModel]]:
     """Every architecture at every supported scale, narrow enough for CPU tests."""
     out = []
-    for s in (16, 32, 64):
+    for s in (16, 32, 64, 128):
         out.append(
             (
                 c.DCGANGenerator(output_scale=s, noise_size=8, num_classes=num_classes, base_channels=4),
                 c.DCGANDiscriminator(input_scale=s, num_classes=num_classes, base_channels=4, with_spectral_norm=True),
             )
         )
-    for s in (32, 64):
+    for s in (32, 64, 128):
         out.append(
             (
                 c.SNGANGenerator(output_scale=s, noise_size=8, num_classes=num_classes, base_channels=4),
@@ -145,6 +145,56 @@ def test_eval_mode_is_deterministic_and_freezes_buffers():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def mmagic_sngan_parameters(scale: int, base: int, num_classes: int, noise: int) -> tuple[int, int]:
+    """G and D parameter counts of MMagic's SNGANGenerator / ProjDiscriminator (0a560bb, default arguments), in
+    closed form from their definitions, not from dsgan's modules: `_default_channels_cfg` (G) and
+    `_defualt_channels_cfg` / `_defualt_downsample_cfg` (D) in mmagic/models/editors/sagan/, and the layers of
+    sagan_modules.py: SNGANGenResBlock = conv_1 3x3 in->out, conv_2 3x3 out->out, shortcut 1x1 in->out (G always
+    upsamples, so it is always learnable), two SNConditionNorms (BN without affine + weight/bias embeddings of
+    num_classes x C when conditional, affine BN otherwise); SNGANDiscHeadResBlock = conv_1, conv_2, shortcut;
+    SNGANDiscResBlock = conv_1, conv_2, and a shortcut when in != out or it downsamples; every conv has a bias.
+    G: noise2feat Linear(noise, 16 * C0), to_rgb = affine BN + 3x3 conv to 3 channels. D: decision Linear(C, 1),
+    proj_y Embedding(num_classes, C)."""
+    g_factors = {32: [1, 1, 1], 64: [16, 8, 4, 2], 128: [16, 16, 8, 4, 2]}[scale]
+    d_factors, d_down = {
+        32: ([1, 1, 1], [True, False, False]),
+        64: ([2, 4, 8, 16], [True, True, True, True]),
+        128: ([2, 4, 8, 16, 16], [True, True, True, True, False]),
+    }[scale]
+
+    def conv(i: int, o: int, k: int) -> int:
+        return i * o * k * k + o
+
+    def norm(ch: int) -> int:
+        return 2 * num_classes * ch if num_classes else 2 * ch
+
+    g = noise * 16 * base * g_factors[0] + 16 * base * g_factors[0]
+    for i, f_in in enumerate(g_factors):
+        c_in, c_out = f_in * base, (g_factors[i + 1] if i + 1 < len(g_factors) else 1) * base
+        g += conv(c_in, c_out, 3) + conv(c_out, c_out, 3) + conv(c_in, c_out, 1) + norm(c_in) + norm(c_out)
+    g += 2 * base + conv(base, 3, 3)
+    d = conv(3, base, 3) + conv(base, base, 3) + conv(3, base, 1)
+    for i, (f_out, down) in enumerate(zip(d_factors, d_down, strict=True)):
+        c_in, c_out = (1 if i == 0 else d_factors[i - 1]) * base, f_out * base
+        d += conv(c_in, c_out, 3) + conv(c_out, c_out, 3) + (conv(c_in, c_out, 1) if c_in != c_out or down else 0)
+    d += d_factors[-1] * base + 1 + num_classes * d_factors[-1] * base
+    return g, d
+
+
+@pytest.mark.parametrize(
+    ("scale", "base", "num_classes", "noise"),
+    [(128, 64, 1000, 128), (128, 8, 0, 16), (64, 8, 7, 16), (32, 128, 10, 128), (32, 8, 0, 16)],
+)
+def test_sngan_parameter_counts_equal_mmagic_s(scale, base, num_classes, noise):
+    """MMagic's SNGAN-proj ImageNet 128 (base 64, 1000 classes, noise 128): G 41,996,931 and D 39,443,137."""
+    with torch.device("meta"):  # shapes only: 81M parameters are not initialised
+        g = c.SNGANGenerator(output_scale=scale, base_channels=base, num_classes=num_classes, noise_size=noise).build()
+        d = c.SNGANDiscriminator(input_scale=scale, base_channels=base, num_classes=num_classes).build()
+    assert (count_parameters(g), count_parameters(d)) == mmagic_sngan_parameters(scale, base, num_classes, noise)
+    if (scale, base, num_classes) == (128, 64, 1000):
+        assert (count_parameters(g), count_parameters(d)) == (41_996_931, 39_443_137)
+
+
 # BigGAN layout (MMagic's BigGANGenerator / BigGANDiscriminator)
 
 
