@@ -1,5 +1,5 @@
-"""Converted MMagic configs train: `dsgan migrate` a tiny 1.x DCGAN and MMagic's StyleGAN2 FFHQ-256 config (shrunk),
-then run the real `dsgan.train` entry point."""
+"""Converted MMagic configs train: `dsgan migrate` a tiny 1.x DCGAN, MMagic's StyleGAN2 FFHQ-256 and SNGAN-proj
+ImageNet-128 configs (shrunk), then run the real `dsgan.train` entry point."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from dsgan.migrate import main_migrate
 FIXTURES = REPO / "tests" / "fixtures" / "mmgen" / "v1"
 
 
-def train_converted(tmp_path: Path, source: Path, *migrate_sets: str) -> subprocess.CompletedProcess:
-    """Convert `source` (with `--set` overrides), then train the result for 4 iterations on one process."""
+def train_converted(
+    tmp_path: Path, source: Path, *migrate_sets: str, total_iters: int = 4
+) -> subprocess.CompletedProcess:
+    """Convert `source` (with `--set` overrides), then train the result for `total_iters` iterations on one
+    process."""
     out = tmp_path / "converted"
     assert main_migrate([str(source), "--out", str(out), *(a for s in migrate_sets for a in ("--set", s))]) == 0
     sets = [
-        "run.total_iters=4",
+        f"run.total_iters={total_iters}",
         "run.sample_every_iters=null",
         # torch's Adam: DeepSpeed's fused Adam needs a JIT build on CPU
         "generator.deepspeed.optimizer.params.torch_adam=true",
@@ -53,3 +56,22 @@ def test_converted_stylegan2_trains(tmp_path) -> None:
     train_converted(tmp_path, source, *shrink)
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["pl_mean"] > 0 and last["d_reg"] > 0  # both regularizers ran
+
+
+def test_converted_sngan_projection_128_trains(tmp_path) -> None:
+    """MMagic's SNGAN-proj ImageNet-128 config at its resolution and schedule (5 D updates per G update), narrowed
+    to base_channels 4, 2 images per step and the digits' 10 classes: the 5th iteration's G update runs."""
+    shrink = [
+        "generator.model.base_channels=4",
+        "discriminator.model.base_channels=4",
+        "generator.model.num_classes=10",
+        "discriminator.model.num_classes=10",
+        "generator.deepspeed.train_micro_batch_size_per_gpu=2",
+        "discriminator.deepspeed.train_micro_batch_size_per_gpu=2",
+        "data={type: digits, conditional: true}",
+        "run.log_every_iters=5",
+    ]
+    source = FIXTURES / "sngan_proj" / "sngan-proj_wReLUinplace_Glr2e-4_Dlr5e-5_ndisc5-2xb128_imagenet1k-128x128.py"
+    train_converted(tmp_path, source, *shrink, total_iters=5)
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["iteration"] == 5 and "g_loss" in last and "d_loss" in last
