@@ -262,11 +262,50 @@ class StyleGAN2Discriminator(Strict):
         return StyleGAN2Discriminator(self)
 
 
+class WGANGPGenerator(Strict):
+    """Gulrajani et al. 2017's ResNet-free CelebA/LSUN generator as MMagic's WGANGPGenerator builds it: linear to
+    4x4x512 (ReLU, BN), 3x3 conv-BN-ReLU, then per doubling nearest upsampling and two of them (channels 512, 512,
+    256, 128, 64, 32 at 4 ... 128), 1x1 conv to RGB and tanh. Unconditional."""
+
+    type: Literal["WGANGPGenerator"] = "WGANGPGenerator"
+    output_scale: Literal[8, 16, 32, 64, 128] = 128
+    noise_size: PositiveInt = 128
+    num_classes: Literal[0] = 0
+    """MMagic's WGAN-GP is unconditional."""
+    out_channels: Literal[3] = 3
+
+    def build(self) -> nn.Module:
+        from dsgan.models.wgangp import WGANGPGenerator
+
+        return WGANGPGenerator(self)
+
+
+class WGANGPDiscriminator(Strict):
+    """MMagic's WGANGPDiscriminator: 1x1 conv from RGB (LeakyReLU 0.2), per halving two 3x3 conv-norm-LeakyReLU and
+    an average pool, then a 4x4 conv-norm-LeakyReLU to 1x1 and a linear layer. No BatchNorm (the gradient penalty
+    is per sample) and no spectral norm: train it with `loss.gp_weight`."""
+
+    type: Literal["WGANGPDiscriminator"] = "WGANGPDiscriminator"
+    input_scale: Literal[8, 16, 32, 64, 128] = 128
+    num_classes: Literal[0] = 0
+    in_channels: Literal[3] = 3
+    norm: Literal["LN2d", "GN"] = "LN2d"
+    """LN2d: LayerNorm over (C, H, W) with per-element affine (MMagic's default); GN: GroupNorm with one group (the
+    upstream configs' `norm_cfg=dict(type='GN')`)."""
+
+    def build(self) -> nn.Module:
+        from dsgan.models.wgangp import WGANGPDiscriminator
+
+        return WGANGPDiscriminator(self)
+
+
 GeneratorModel = Annotated[
-    DCGANGenerator | SNGANGenerator | BigGANGenerator | StyleGAN2Generator, Field(discriminator="type")
+    DCGANGenerator | SNGANGenerator | BigGANGenerator | StyleGAN2Generator | WGANGPGenerator,
+    Field(discriminator="type"),
 ]
 DiscriminatorModel = Annotated[
-    DCGANDiscriminator | SNGANDiscriminator | BigGANDiscriminator | StyleGAN2Discriminator, Field(discriminator="type")
+    DCGANDiscriminator | SNGANDiscriminator | BigGANDiscriminator | StyleGAN2Discriminator | WGANGPDiscriminator,
+    Field(discriminator="type"),
 ]
 
 

@@ -41,7 +41,7 @@ V1_MODELS = {
 }
 SUPPORTED = {
     "0.x": ("BasiccGAN", "StaticUnconditionalGAN"),
-    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "LSGAN", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
+    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "LSGAN", "WGANGP", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
 }
 VERSION_NAMES = {"0.x": "MMGeneration 0.x", "1.x": "MMGeneration 1.x / MMagic"}
 IMAGENET_TYPES = {

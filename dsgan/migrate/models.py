@@ -144,6 +144,15 @@ _SNGAN_D = NetSpec(
         "pretrained": None,
     },
 )
+_WGANGP_G = NetSpec(
+    "WGANGPGenerator",
+    {"noise_size": ("noise_size", _NO_DEFAULT), "out_scale": ("output_scale", _NO_DEFAULT)},
+    {"upsample_cfg": None, "init_cfg": None},
+    {"num_classes": 0, "out_channels": 3},
+)
+_WGANGP_D = NetSpec(
+    "WGANGPDiscriminator", {"in_scale": ("input_scale", _NO_DEFAULT)}, {"init_cfg": None}, {"num_classes": 0}
+)
 _SG2_COMMON = {
     "channel_multiplier": ("channel_multiplier", 2),
     "blur_kernel": ("blur_kernel", [1, 3, 3, 1]),
@@ -225,6 +234,8 @@ SPECS = {
     ("generator", "SNGANGenerator"): _SNGAN_G,
     ("discriminator", "ProjDiscriminator"): _SNGAN_D,
     ("discriminator", "SAGANDiscriminator"): _SNGAN_D,
+    ("generator", "WGANGPGenerator"): _WGANGP_G,
+    ("discriminator", "WGANGPDiscriminator"): _WGANGP_D,
 }
 SPECS_0X = {
     ("generator", "StyleGANv2Generator"): _STYLEGAN2_G_0X,
@@ -297,6 +308,8 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
         _dcgan_generator(ctx, path, cfg, out, target)
     elif kind == "DCGANDiscriminator":
         _dcgan_discriminator(ctx, path, cfg, out)
+    elif kind in ("WGANGPGenerator", "WGANGPDiscriminator"):
+        _wgangp(ctx, path, kind, cfg, out, target)
     elif kind == "SNGANGenerator":
         _relu_only(ctx, f"{path}.act_cfg", cfg)
         sync = cfg.get("auto_sync_bn", True)
@@ -341,6 +354,52 @@ def _stylegan2(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[st
         ledger.converted(f"{path}.mbstd_cfg", f"{target}.mbstd_cfg = {out['mbstd_cfg']}")
     else:
         ledger.defaults.append(f"{target}.mbstd_cfg = {out['mbstd_cfg']}: {kind}'s default (not set there)")
+
+
+_WGANGP_CONV: dict[str, dict[str, Any]] = {
+    "WGANGPGenerator": {
+        "conv_cfg": None,
+        "kernel_size": 3,
+        "stride": 1,
+        "padding": 1,
+        "bias": True,
+        "act_cfg": {"type": "ReLU"},
+        "norm_cfg": {"type": "BN"},
+        "order": ("conv", "norm", "act"),
+    },
+    "WGANGPDiscriminator": {
+        "conv_cfg": None,
+        "kernel_size": 3,
+        "stride": 1,
+        "padding": 1,
+        "bias": True,
+        "act_cfg": {"type": "LeakyReLU", "negative_slope": 0.2},
+        "norm_cfg": {"type": "LN2d"},
+        "order": ("conv", "norm", "act"),
+    },
+}
+"""MMagic's `_default_conv_module_cfg`s, which a config's `conv_module_cfg` updates key by key."""
+
+
+def _wgangp(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str, Any], target: str) -> None:
+    """`conv_module_cfg` may only choose D's norm (LN2d or GN, as the upstream configs do); `in_channel` is read by
+    MMagic's D but never used (its from-RGB conv takes 3 channels)."""
+    ledger, key = ctx.ledger, f"{path}.conv_module_cfg"
+    given = cfg.get("conv_module_cfg") or {}
+    conv = {**_WGANGP_CONV[kind], **given}
+    for name, value in conv.items():
+        default = _WGANGP_CONV[kind].get(name, _NO_DEFAULT)
+        allowed = name == "norm_cfg" and kind == "WGANGPDiscriminator" and value in ({"type": "LN2d"}, {"type": "GN"})
+        if value != default and not (isinstance(value, list) and tuple(value) == default) and not allowed:
+            raise ctx.error(f"{key}.{name}", f"{show(value)}: not supported (dsgan's {kind} has {show(default)})")
+        if name in given:
+            ledger.converted(f"{key}.{name}", f"{target} as MMagic builds it ({show(value)})")
+    if kind == "WGANGPDiscriminator":
+        out["norm"] = conv["norm_cfg"]["type"]
+        if "in_channel" in cfg:
+            ledger.ignored(
+                f"{path}.in_channel", "MMagic's WGANGPDiscriminator ignores it: its from_rgb takes 3 channels"
+            )
 
 
 def _activation(ctx: Ctx, path: str, act: Any, target: str) -> dict[str, Any]:
@@ -425,9 +484,16 @@ def _dcgan_discriminator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str
 # Loss
 
 GAN_TYPES = {"hinge": "hinge", "vanilla": "vanilla", "wgan": "wgan", "wgan-logistic-ns": "vanilla", "lsgan": "lsgan"}
-IMPLICIT_LOSS = {"BigGAN": "hinge", "SNGAN": "hinge", "SAGAN": "hinge", "DCGAN": "vanilla", "LSGAN": "lsgan"}
+IMPLICIT_LOSS = {
+    "BigGAN": "hinge",
+    "SNGAN": "hinge",
+    "SAGAN": "hinge",
+    "DCGAN": "vanilla",
+    "LSGAN": "lsgan",
+    "WGANGP": "wgan",
+}
 """MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN: hinge; DCGAN: BCE with logits; LSGAN:
-MSE to 1 for reals and 0 for fakes)."""
+MSE to 1 for reals and 0 for fakes; WGANGP: WGAN plus its gradient penalty)."""
 _R1 = ("R1GradientPenalty", "R1GradientPenaltyComps")
 _GP = ("GradientPenaltyLoss", "GradientPenaltyLossComps")
 
@@ -439,6 +505,8 @@ def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int,
     out: dict[str, Any] = {}
     if model_type == "StyleGAN2":
         return _stylegan2_loss(ctx, d_scale, schedule)
+    if model_type == "WGANGP":
+        return _wgangp_loss(ctx)
     if model_type in IMPLICIT_LOSS:
         out["type"] = IMPLICIT_LOSS[model_type]
         ledger.converted("model.type", f"loss.type = {out['type']!r} (MMagic's {model_type} hard-codes it)")
@@ -484,6 +552,38 @@ def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int,
         key = f"{loss_root}.gen_auxiliary_loss" + ("[0]" if isinstance(gen_aux, (list, tuple)) else "")
         _path_regularizer_0x(ctx, key, items[0], out, schedule)
     return out
+
+
+def _wgangp_loss(ctx: Ctx) -> dict[str, Any]:
+    """MMagic's WGANGP hard-codes the WGAN loss and adds `loss_weight` (10) times the gradient penalty on
+    interpolates, normed over the whole image (`norm_mode` 'HWC')."""
+    ledger, root = ctx.ledger, "model.loss_config"
+    ledger.converted("model.type", "loss.type = 'wgan' (MMagic's WGANGP hard-codes it)")
+    mode = ctx.get(f"{root}.norm_mode", "HWC")
+    if mode != "HWC":
+        raise ctx.error(
+            f"{root}.norm_mode", f"{mode!r}: not supported (dsgan's gp_weight norms the whole image, 'HWC')"
+        )
+    weight = float(ctx.get(f"{root}.loss_weight", 10))
+    for name, became in (
+        ("norm_mode", "the whole-image norm of dsgan's gradient penalty"),
+        ("loss_weight", f"loss.gp_weight = {weight:g}"),
+    ):
+        if ctx.has(f"{root}.{name}"):
+            ledger.converted(f"{root}.{name}", became)
+    # MMagic's own configs write gp_loss_weight / gp_norm_mode, which its WGANGP never reads
+    for name, read in (("gp_loss_weight", "loss_weight"), ("gp_norm_mode", "norm_mode")):
+        if not ctx.has(f"{root}.{name}"):
+            continue
+        value = ctx.get(f"{root}.{name}")
+        used = weight if read == "loss_weight" else mode
+        ledger.ignored(f"{root}.{name}", f"never read by MMagic's WGANGP (it reads loss_config.{read}: {used!r})")
+        if value != used:
+            ledger.note(
+                f"{root}.{name}={value!r} has no effect in MMagic (its WGANGP reads loss_config.{read}), which "
+                f"trains with {used!r}; the conversion does the same (--set loss.gp_weight=... for another weight)"
+            )
+    return {"type": "wgan", "gp_weight": weight}
 
 
 def _path_regularizer_0x(ctx: Ctx, key: str, item: Any, out: dict[str, Any], schedule: Schedule) -> None:

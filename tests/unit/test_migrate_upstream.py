@@ -1,5 +1,6 @@
 """`dsgan migrate` on configs written in the upstream layout (their `_base_` chains, dataset bases and helper
-variables): each converts with the training semantics README.md describes."""
+variables): WGAN-GP, LSGAN, DCGAN and SNGAN-proj 128 in MMGeneration 0.x and MMagic form, each converting with the
+training semantics README.md describes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mmgen"
 V0, V1 = FIXTURES / "v0", FIXTURES / "v1"
 SNGAN_0X = V0 / "sngan_proj" / "sngan_proj_128_wReLUinplace_Glr-2e-4_Dlr-5e-5_ndisc5_imagenet1k_b128x2.py"
 SNGAN_1X = V1 / "sngan_proj" / "sngan-proj_wReLUinplace_Glr2e-4_Dlr5e-5_ndisc5-2xb128_imagenet1k-128x128.py"
+WGANGP_1X = "wgangp_GN_1xb64-160kiters_celeba-cropped-128x128.py"
 
 
 def adam(cfg, role: str) -> tuple[float, tuple[float, float]]:
@@ -105,3 +107,38 @@ def test_sngan_projection_128_versions_differ_only_in_their_optimizers() -> None
         ("data", "num_workers", "2"),
     }, lines
     assert "4 differences in training semantics" in lines
+
+
+@pytest.mark.parametrize(
+    "path",
+    [V0 / "wgan-gp" / "wgangp_GN_celeba-cropped_128_b64x1_160kiter.py", V1 / "wgan-gp" / WGANGP_1X],
+    ids=["0.x", "1.x"],
+)
+def test_wgan_gp_in_both_versions(path) -> None:
+    """WGAN loss plus 10 x the whole-image gradient penalty, 5 D updates per G update, Adam 1e-4 (0.5, 0.9),
+    MMagic's WGAN-GP CNNs at 128x128 with GroupNorm in D (the configs' norm_cfg=dict(type='GN'))."""
+    m = migrate(path)
+    cfg = m.config
+    assert (cfg.loss.type, cfg.loss.gp_weight) == ("wgan", 10.0)
+    assert (cfg.schedule.discriminator_steps, cfg.schedule.generator_steps) == (5, 1)
+    assert cfg.run.total_iters == 160000 and cfg.generator.deepspeed.train_micro_batch_size_per_gpu == 64
+    assert adam(cfg, "generator") == adam(cfg, "discriminator") == (1e-4, (0.5, 0.9))
+    g, d = cfg.generator.model, cfg.discriminator.model
+    assert (g.type, g.output_scale, g.noise_size, d.type, d.input_scale, d.norm) == (
+        "WGANGPGenerator",
+        128,
+        128,
+        "WGANGPDiscriminator",
+        128,
+        "GN",
+    )
+    assert str(cfg.data.root).endswith("data/celeba-cropped/cropped_images_aligned_png")
+
+
+def test_wgan_gp_50_trains_with_what_mmagic_reads() -> None:
+    """MMagic's GP-50 config sets loss_config.gp_loss_weight=50, a key its WGANGP never reads (it reads
+    loss_weight), so MMagic trains with lambda 10: the conversion does the same and says so."""
+    m = migrate(V1 / "wgan-gp" / "wgangp_GN-GP-50_1xb64-160kiters_lsun-bedroom-128x128.py")
+    assert m.config.loss.gp_weight == 10.0
+    assert m.ledger.classify("model.loss_config.gp_loss_weight")[0] == "ignored"
+    assert any("gp_loss_weight=50 has no effect in MMagic" in note for note in m.ledger.notes)

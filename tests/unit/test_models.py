@@ -195,6 +195,74 @@ def test_sngan_parameter_counts_equal_mmagic_s(scale, base, num_classes, noise):
         assert (count_parameters(g), count_parameters(d)) == (41_996_931, 39_443_137)
 
 
+def mmagic_wgangp_parameters(scale: int, noise: int, norm: str) -> tuple[int, int]:
+    """G and D parameter counts of MMagic's WGANGPGenerator / WGANGPDiscriminator (0a560bb), in closed form from
+    mmagic/models/editors/wgan_gp/: `_default_channels_per_scale`; G = WGANNoiseTo2DFeat (bias-free linear to
+    16 x 512, a [1, 512, 1, 1] bias, BN), a 3x3 ConvModule 512 -> 512, two 3x3 ConvModules per doubling (conv bias
+    + BN), a 1x1 conv to RGB; D = a 1x1 conv from RGB, two 3x3 ConvLNModules per halving (LayerNorm over (C, H, W)
+    or GroupNorm's per-channel affine), a 4x4 ConvLNModule to 1x1 and a linear layer."""
+    ch = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 32}
+
+    def conv(i: int, o: int, k: int) -> int:
+        return i * o * k * k + o
+
+    def norm_params(c: int, size: int) -> int:
+        return 2 * c * size * size if norm == "LN2d" else 2 * c
+
+    g = noise * 512 * 16 + 512 + 2 * 512 + conv(512, 512, 3) + 2 * 512
+    d = conv(3, ch[scale], 1) + conv(512, 512, 4) + norm_params(512, 1) + 512 + 1
+    for level in range(3, scale.bit_length()):
+        c_low, c_high = ch[2 ** (level - 1)], ch[2**level]
+        g += conv(c_low, c_high, 3) + 2 * c_high + conv(c_high, c_high, 3) + 2 * c_high
+        d += (
+            conv(c_high, c_high, 3)
+            + norm_params(c_high, 2**level)
+            + conv(c_high, c_low, 3)
+            + norm_params(c_low, 2**level)
+        )
+    g += conv(ch[scale], 3, 1)
+    return g, d
+
+
+@pytest.mark.parametrize(("scale", "norm"), [(128, "GN"), (128, "LN2d"), (32, "LN2d")])
+def test_wgangp_parameter_counts_and_names_equal_mmagic_s(scale, norm):
+    """MMagic's WGAN-GP 128 (noise 128, GroupNorm D as its configs set): G 10,485,667 and D 11,272,545."""
+    with torch.device("meta"):
+        g = c.WGANGPGenerator(output_scale=scale, noise_size=128).build()
+        d = c.WGANGPDiscriminator(input_scale=scale, norm=norm).build()
+    assert (count_parameters(g), count_parameters(d)) == mmagic_wgangp_parameters(scale, 128, norm)
+    if (scale, norm) == (128, "GN"):
+        assert (count_parameters(g), count_parameters(d)) == (10_485_667, 11_272_545)
+    # mmcv's ConvModule names (conv, bn), the norm named by its type, upsampling/pooling layers between the convs
+    g_names, d_names = dict(g.named_parameters()), dict(d.named_parameters())
+    for name in ("noise2feat.linear.weight", "noise2feat.bias", "noise2feat.norm.weight", "conv_blocks.0.bn.bias"):
+        assert name in g_names, name
+    assert g_names["conv_blocks.2.conv.weight"].shape == (512, 512, 3, 3)  # [1] upsamples to 8x8
+    assert g_names["to_rgb.conv.weight"].shape == (3, 32 if scale == 128 else 128, 1, 1)
+    if scale == 128:  # LayerNorm's affine is per element of (C, H, W), GroupNorm's per channel
+        assert d_names[f"conv_blocks.0.{norm}.weight"].shape == ((32, 128, 128) if norm == "LN2d" else (32,))
+    assert d_names["conv_blocks.3.conv.weight"].shape[1] == d_names["conv_blocks.1.conv.weight"].shape[0]  # [2] pools
+    assert d_names["decision.conv.conv.weight"].shape == (512, 512, 4, 4)
+    assert d_names["decision.linear.weight"].shape == (1, 512)
+
+
+def test_wgangp_trains_with_a_gradient_penalty():
+    """Forward, the WGAN-GP loss with its penalty, and a backward that reaches every parameter (16x16)."""
+    from dsgan.losses import d_loss, gradient_penalty
+
+    torch.manual_seed(0)
+    g = c.WGANGPGenerator(output_scale=16, noise_size=8).build()
+    d = c.WGANGPDiscriminator(input_scale=16, norm="GN").build()
+    fake = g(torch.randn(3, 8))
+    assert fake.shape == (3, 3, 16, 16) and fake.abs().max() <= 1
+    real = torch.rand(3, 3, 16, 16) * 2 - 1
+    loss, _ = d_loss("wgan", d(real), d(fake))
+    (loss + 10 * gradient_penalty(d, real, fake.detach(), None)).backward()
+    # D's output bias cancels in mean D(G(z)) - mean D(x) and does not move the input gradient: its gradient is 0
+    still = [n for m in (g, d) for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert still == ["decision.linear.bias"]
+
+
 # BigGAN layout (MMagic's BigGANGenerator / BigGANDiscriminator)
 
 
