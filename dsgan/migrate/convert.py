@@ -41,7 +41,18 @@ V1_MODELS = {
 }
 SUPPORTED = {
     "0.x": ("BasiccGAN", "StaticUnconditionalGAN"),
-    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "LSGAN", "WGANGP", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
+    "1.x": (
+        "BigGAN",
+        "DCGAN",
+        "SNGAN",
+        "SAGAN",
+        "LSGAN",
+        "GGAN",
+        "WGANGP",
+        "BaseGAN",
+        "BaseConditionalGAN",
+        "StyleGAN2",
+    ),
 }
 VERSION_NAMES = {"0.x": "MMGeneration 0.x", "1.x": "MMGeneration 1.x / MMagic"}
 IMAGENET_TYPES = {
@@ -159,8 +170,8 @@ _TOP = {"0.x": V0_TOP, "1.x": V1_TOP}
 def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str], list[str]]:
     """('0.x' | '1.x', evidence, stray top-level keys).
 
-    The model type decides where it names a model that only one framework has (V0_MODELS, V1_MODELS);
-    otherwise the keys that only one framework reads do. A top-level variable that only the other framework reads
+    The model type decides (V0_MODELS and V1_MODELS share no name; another type is refused by name); without one,
+    the keys that only configs of one version define do. A top-level variable that only the other framework reads
     is stray: the detected one never looks at it (a 1.x config may keep a helper named `total_iters`), so it is
     reported as ignored. Keys of the other version inside what the detected framework reads (`model`,
     `train_cfg`) would change or break its training, so a config with those is refused as mixed."""
@@ -168,6 +179,11 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
     if not isinstance(model, dict):
         model = {}
     kind = model.get("type")
+    if isinstance(kind, str) and kind not in V0_MODELS | V1_MODELS:
+        raise ConfigError(
+            f"{source}: model.type: not supported yet: {kind!r} (supported MMGeneration 0.x models: "
+            f"{', '.join(SUPPORTED['0.x'])}; MMagic models: {', '.join(SUPPORTED['1.x'])})"
+        )
     v0 = [f"model.{k}" for k in ("gan_loss", "disc_auxiliary_loss") if k in model]
     v1 = [
         f"model.{k}"
@@ -198,12 +214,19 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
         other = "1.x" if version == "0.x" else "0.x"
         evidence = [f"model.type={kind!r}", *(v0 or v1), *top[version]]
         return version, evidence, top[other]
-    v0 += top["0.x"]
-    v1 += top["1.x"]
+    # Without a model type, only keys that a config of one version always has and the other never defines decide
+    # (MMagic's runtime bases keep mmgen's dist_params, opencv_num_threads and mp_start_method, for instance).
+    v0 += [k for k in ("total_iters", "checkpoint_config", "log_config", "apex_amp") if k in values]
+    optimizer = values.get("optimizer")
+    if isinstance(optimizer, dict) and {"generator", "discriminator"} & set(optimizer):
+        v0.append("optimizer.generator/discriminator")
+    if isinstance(values.get("data"), dict) and "samples_per_gpu" in values["data"]:
+        v0.append("data.samples_per_gpu")
+    v1 += [k for k in ("optim_wrapper", "train_dataloader", "default_hooks", "param_scheduler") if k in values]
     if v0 and v1:
         raise ConfigError(
             f"{source}: mixes MMGeneration 0.x keys ({', '.join(v0)}) with 1.x/MMagic keys ({', '.join(v1)}) and "
-            f"names no model type of either ({kind!r}), so the version is ambiguous"
+            f"names no model type, so the version is ambiguous"
         )
     if not v0 and not v1:
         raise ConfigError(

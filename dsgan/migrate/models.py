@@ -449,7 +449,10 @@ def _dcgan_generator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str, An
     ups = int(math.log2(out["output_scale"] // 4)) if isinstance(out["output_scale"], int) else 0
     factor = 2 ** max(ups - 1, 0)
     if mm_base % factor:
-        raise ctx.error(f"{path}.base_channels", f"{mm_base} is not divisible by {factor}: no dsgan equivalent")
+        raise ctx.error(
+            f"{path}.base_channels",
+            f"{mm_base}: not supported (not divisible by {factor}: dsgan's DCGAN G halves its channels per upsampling)",
+        )
     out["base_channels"] = mm_base // factor
     ctx.ledger.converted(
         f"{path}.base_channels",
@@ -460,7 +463,11 @@ def _dcgan_generator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str, An
 def _dcgan_discriminator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str, Any]) -> None:
     for key, want in (("output_scale", 4), ("out_channels", 1)):
         if cfg.get(key) != want:
-            raise ctx.error(f"{path}.{key}", f"{cfg.get(key)!r}: not supported yet (dsgan's DCGAN D needs {want})")
+            raise ctx.error(
+                f"{path}.{key}",
+                f"{cfg.get(key)!r}: not supported yet: MMagic's DCGAN D head with this {key} (dsgan's DCGAN D ends in "
+                "one logit from the 4x4 features: output_scale=4, out_channels=1)",
+            )
         ctx.ledger.converted(f"{path}.{key}", f"dsgan's head: a linear layer on the 4x4 features to {want} logit")
     norm = cfg.get("default_norm_cfg", {"type": "BN"})
     if "default_norm_cfg" in cfg:
@@ -490,10 +497,11 @@ IMPLICIT_LOSS = {
     "SAGAN": "hinge",
     "DCGAN": "vanilla",
     "LSGAN": "lsgan",
+    "GGAN": "hinge",
     "WGANGP": "wgan",
 }
-"""MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN: hinge; DCGAN: BCE with logits; LSGAN:
-MSE to 1 for reals and 0 for fakes; WGANGP: WGAN plus its gradient penalty)."""
+"""MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN/GGAN: hinge; DCGAN: BCE with logits;
+LSGAN: MSE to 1 for reals and 0 for fakes; WGANGP: WGAN plus its gradient penalty)."""
 _R1 = ("R1GradientPenalty", "R1GradientPenaltyComps")
 _GP = ("GradientPenaltyLoss", "GradientPenaltyLossComps")
 

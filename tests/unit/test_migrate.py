@@ -364,10 +364,14 @@ def test_version_evidence_and_mixed_configs(write) -> None:
     # keys of the other version inside what the framework reads (model, train_cfg) change its training: refused
     with pytest.raises(ConfigError, match=r"model.type='DCGAN' is a .*MMagic model, but train_cfg.disc_steps belong"):
         migrate(write("mixed.py", V1_DCGAN + "train_cfg = dict(disc_steps=5)\n"))
-    # without a model type of either framework, the top-level keys decide, and both kinds are ambiguous
-    no_type = V1_DCGAN.replace("type='DCGAN',", "").replace("model = dict(", "model = dict(type='Custom',")
+    # without a model type, the top-level keys decide, and both kinds are ambiguous
+    no_type = V1_DCGAN.replace("type='DCGAN',", "")
     with pytest.raises(ConfigError, match=r"mixes MMGeneration 0.x keys \(total_iters\) .*names no model type"):
         migrate(write("ambiguous.py", no_type + "total_iters = 10\n"))
+    # a model type of neither framework's GANs is refused by name, whatever else the config holds
+    custom = V1_DCGAN.replace("type='DCGAN',", "type='Pix2Pix', gan_loss=dict(type='GANLoss'),")
+    with pytest.raises(ConfigError, match=r"model.type: not supported yet: 'Pix2Pix' \(supported MMGeneration 0.x"):
+        migrate(write("custom.py", custom))
 
 
 def test_stray_variables_of_the_other_version_are_ignored(write, tmp_path) -> None:
