@@ -122,12 +122,13 @@ class BatchNorm(nn.Module):
         shift: CondMap | None = None,
         eps: float = 1e-5,
         momentum: float = 0.1,
+        affine: bool = True,
     ) -> None:
         super().__init__()
         assert (gain is None) == (shift is None), "conditional BatchNorm takes both a gain and a shift map"
         self.eps, self.momentum = eps, momentum
         self.gain, self.shift = gain, shift
-        affine = gain is None
+        affine = affine and gain is None  # affine=False: normalisation only (a caller applies its own scale)
         self.weight = nn.Parameter(torch.ones(channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
         self.register_buffer("running_mean", torch.zeros(channels))

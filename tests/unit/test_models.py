@@ -63,6 +63,10 @@ def first_conv(module: nn.Module) -> nn.Conv2d:
     return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
+def first_linear(module: nn.Module) -> nn.Linear:
+    return next(m for m in module.modules() if isinstance(m, nn.Linear))
+
+
 def cast_params(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     """What a bf16 DeepSpeed engine does: parameters cast, buffers left fp32."""
     for p in module.parameters():
@@ -86,7 +90,7 @@ def test_shapes_and_gradients(g_cfg, d_cfg):
     for name, module in (("G", g), ("D", d)):
         missing = [n for n, p in module.named_parameters() if p.grad is None]
         assert not missing, f"{name}: no gradient for {missing}"
-    assert g.fc.weight.grad.abs().sum() > 0
+    assert first_linear(g).weight.grad.abs().sum() > 0
     assert first_conv(d).weight.grad.abs().sum() > 0
 
 
@@ -113,7 +117,7 @@ def test_bf16_parameters_fp32_inputs(g_cfg, d_cfg):
     logits = d(fake, y)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     logits.sum().backward()
-    assert g.fc.weight.grad.dtype == torch.bfloat16 and g.fc.weight.grad.abs().sum() > 0
+    assert first_linear(g).weight.grad.dtype == torch.bfloat16 and first_linear(g).weight.grad.abs().sum() > 0
     assert all(b.dtype in (torch.float32, torch.int64) for b in [*g.buffers(), *d.buffers()])
 
 
@@ -127,7 +131,7 @@ def test_autocast(g_cfg, d_cfg):
         logits = d(g(z, y), y)
     assert torch.isfinite(logits).all()
     logits.sum().backward()
-    assert g.fc.weight.grad.dtype == torch.float32 and g.fc.weight.grad.abs().sum() > 0
+    assert first_linear(g).weight.grad.dtype == torch.float32 and first_linear(g).weight.grad.abs().sum() > 0
     assert all(m.u.dtype == torch.float32 for m in g.modules() if isinstance(m, SpectralNorm))
 
 
@@ -145,16 +149,17 @@ def test_eval_mode_is_deterministic_and_freezes_buffers():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def mmagic_sngan_parameters(scale: int, base: int, num_classes: int, noise: int) -> tuple[int, int]:
-    """G and D parameter counts of MMagic's SNGANGenerator / ProjDiscriminator (0a560bb, default arguments), in
-    closed form from their definitions, not from dsgan's modules: `_default_channels_cfg` (G) and
-    `_defualt_channels_cfg` / `_defualt_downsample_cfg` (D) in mmagic/models/editors/sagan/, and the layers of
-    sagan_modules.py: SNGANGenResBlock = conv_1 3x3 in->out, conv_2 3x3 out->out, shortcut 1x1 in->out (G always
-    upsamples, so it is always learnable), two SNConditionNorms (BN without affine + weight/bias embeddings of
-    num_classes x C when conditional, affine BN otherwise); SNGANDiscHeadResBlock = conv_1, conv_2, shortcut;
-    SNGANDiscResBlock = conv_1, conv_2, and a shortcut when in != out or it downsamples; every conv has a bias.
-    G: noise2feat Linear(noise, 16 * C0), to_rgb = affine BN + 3x3 conv to 3 channels. D: decision Linear(C, 1),
-    proj_y Embedding(num_classes, C)."""
+def mmagic_sngan_parameters(scale: int, base: int, num_classes: int, noise: int) -> tuple[dict, dict]:
+    """Parameter names and shapes of MMagic's SNGANGenerator / ProjDiscriminator (0a560bb, default arguments), from
+    their definitions, not from dsgan's modules: `_default_channels_cfg` (G) and `_defualt_channels_cfg` /
+    `_defualt_downsample_cfg` (D) in mmagic/models/editors/sagan/, and the layers of sagan_modules.py:
+    SNGANGenResBlock = conv_1 3x3 in->out, conv_2 3x3 out->out, shortcut 1x1 in->out (G always upsamples, so it is
+    always learnable), norm_1 / norm_2 = SNConditionNorm (BN without affine + weight/bias embeddings of num_classes x
+    C when conditional, affine BN otherwise); SNGANDiscHeadResBlock (`from_rgb`) = conv_1, conv_2, shortcut;
+    SNGANDiscResBlock = conv_1, conv_2, and a shortcut when in != out or it downsamples; every conv has a bias and
+    sits in an mmcv ConvModule (`.conv`), spectrally normalised in D by torch (`weight_orig`). G: noise2feat
+    Linear(noise, 16 * C0), to_rgb = ConvModule(norm, act, conv): `bn` (affine) and a 3x3 conv to 3 channels. D:
+    decision Linear(C, 1), proj_y Embedding(num_classes, C), both spectrally normalised."""
     g_factors = {32: [1, 1, 1], 64: [16, 8, 4, 2], 128: [16, 16, 8, 4, 2]}[scale]
     d_factors, d_down = {
         32: ([1, 1, 1], [True, False, False]),
@@ -162,35 +167,57 @@ def mmagic_sngan_parameters(scale: int, base: int, num_classes: int, noise: int)
         128: ([2, 4, 8, 16, 16], [True, True, True, True, False]),
     }[scale]
 
-    def conv(i: int, o: int, k: int) -> int:
-        return i * o * k * k + o
+    def conv(name: str, i: int, o: int, k: int, weight: str = "weight") -> dict:
+        return {f"{name}.conv.{weight}": (o, i, k, k), f"{name}.conv.bias": (o,)}
 
-    def norm(ch: int) -> int:
-        return 2 * num_classes * ch if num_classes else 2 * ch
+    def norm(name: str, ch: int) -> dict:
+        if num_classes:
+            return {
+                f"{name}.weight_embedding.weight": (num_classes, ch),
+                f"{name}.bias_embedding.weight": (num_classes, ch),
+            }
+        return {f"{name}.norm.weight": (ch,), f"{name}.norm.bias": (ch,)}
 
-    g = noise * 16 * base * g_factors[0] + 16 * base * g_factors[0]
+    g = {"noise2feat.weight": (16 * base * g_factors[0], noise), "noise2feat.bias": (16 * base * g_factors[0],)}
     for i, f_in in enumerate(g_factors):
         c_in, c_out = f_in * base, (g_factors[i + 1] if i + 1 < len(g_factors) else 1) * base
-        g += conv(c_in, c_out, 3) + conv(c_out, c_out, 3) + conv(c_in, c_out, 1) + norm(c_in) + norm(c_out)
-    g += 2 * base + conv(base, 3, 3)
-    d = conv(3, base, 3) + conv(base, base, 3) + conv(3, base, 1)
+        b = f"conv_blocks.{i}"
+        g |= conv(f"{b}.conv_1", c_in, c_out, 3) | conv(f"{b}.conv_2", c_out, c_out, 3)
+        g |= conv(f"{b}.shortcut", c_in, c_out, 1) | norm(f"{b}.norm_1", c_in) | norm(f"{b}.norm_2", c_out)
+    g |= {"to_rgb.bn.weight": (base,), "to_rgb.bn.bias": (base,)} | conv("to_rgb", base, 3, 3)
+    sn = "weight_orig"
+    d = conv("from_rgb.conv_1", 3, base, 3, sn) | conv("from_rgb.conv_2", base, base, 3, sn)
+    d |= conv("from_rgb.shortcut", 3, base, 1, sn)
     for i, (f_out, down) in enumerate(zip(d_factors, d_down, strict=True)):
         c_in, c_out = (1 if i == 0 else d_factors[i - 1]) * base, f_out * base
-        d += conv(c_in, c_out, 3) + conv(c_out, c_out, 3) + (conv(c_in, c_out, 1) if c_in != c_out or down else 0)
-    d += d_factors[-1] * base + 1 + num_classes * d_factors[-1] * base
+        b = f"conv_blocks.{i}"
+        d |= conv(f"{b}.conv_1", c_in, c_out, 3, sn) | conv(f"{b}.conv_2", c_out, c_out, 3, sn)
+        if c_in != c_out or down:
+            d |= conv(f"{b}.shortcut", c_in, c_out, 1, sn)
+    c_last = d_factors[-1] * base
+    d |= {"decision.weight_orig": (1, c_last), "decision.bias": (1,)}
+    if num_classes:
+        d |= {"proj_y.weight_orig": (num_classes, c_last)}
     return g, d
+
+
+def shapes(module: nn.Module) -> dict:
+    return {name: tuple(p.shape) for name, p in module.named_parameters()}
 
 
 @pytest.mark.parametrize(
     ("scale", "base", "num_classes", "noise"),
     [(128, 64, 1000, 128), (128, 8, 0, 16), (64, 8, 7, 16), (32, 128, 10, 128), (32, 8, 0, 16)],
 )
-def test_sngan_parameter_counts_equal_mmagic_s(scale, base, num_classes, noise):
-    """MMagic's SNGAN-proj ImageNet 128 (base 64, 1000 classes, noise 128): G 41,996,931 and D 39,443,137."""
+def test_sngan_parameters_equal_mmagic_s(scale, base, num_classes, noise):
+    """Names and shapes as MMagic's (D's spectrally normalised `weight` is MMagic's `weight_orig`), so the counts
+    too: MMagic's SNGAN-proj ImageNet 128 (base 64, 1000 classes, noise 128) has G 41,996,931 and D 39,443,137."""
     with torch.device("meta"):  # shapes only: 81M parameters are not initialised
         g = c.SNGANGenerator(output_scale=scale, base_channels=base, num_classes=num_classes, noise_size=noise).build()
         d = c.SNGANDiscriminator(input_scale=scale, base_channels=base, num_classes=num_classes).build()
-    assert (count_parameters(g), count_parameters(d)) == mmagic_sngan_parameters(scale, base, num_classes, noise)
+    mm_g, mm_d = mmagic_sngan_parameters(scale, base, num_classes, noise)
+    assert shapes(g) == mm_g
+    assert shapes(d) == {name.replace("weight_orig", "weight"): shape for name, shape in mm_d.items()}
     if (scale, base, num_classes) == (128, 64, 1000):
         assert (count_parameters(g), count_parameters(d)) == (41_996_931, 39_443_137)
 
