@@ -19,13 +19,21 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dsgan.config.models import SNGANDiscriminator as DCfg
 from dsgan.config.models import SNGANGenerator as GCfg
 from dsgan.models import Generator
-from dsgan.models.layers import BatchNorm, SNConv2d, SNEmbedding, SNLinear, check_labels, param_dtype
+from dsgan.models.layers import (
+    BatchNorm,
+    SNConv2d,
+    SNEmbedding,
+    SNLinear,
+    check_labels,
+    param_dtype,
+    residual_down,
+    residual_up,
+)
 
 G_CHANNELS = {32: (1, 1, 1, 1), 64: (16, 8, 4, 2, 1), 128: (16, 16, 8, 4, 2, 1)}
 """Multipliers of base_channels: the linear layer's output, then each up-block's."""
@@ -81,9 +89,7 @@ class GenBlock(nn.Module):
         self.shortcut = Conv(in_ch, out_ch, 1, None)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        h = F.interpolate(torch.relu(self.norm_1(x, y)), scale_factor=2, mode="nearest")
-        h = self.conv_2(torch.relu(self.norm_2(self.conv_1(h), y)))
-        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return residual_up(x, y, self.norm_1, self.norm_2, self.conv_1, self.conv_2, self.shortcut, torch.relu)
 
 
 class DiscBlock(nn.Module):
@@ -94,17 +100,11 @@ class DiscBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, sn_eps: float, downsample: bool, head: bool) -> None:
         super().__init__()
         self.conv_1, self.conv_2 = Conv(in_ch, out_ch, 3, sn_eps), Conv(out_ch, out_ch, 3, sn_eps)
-        self.shortcut = Conv(in_ch, out_ch, 1, sn_eps) if head or in_ch != out_ch or downsample else None
+        self.shortcut = Conv(in_ch, out_ch, 1, sn_eps) if in_ch != out_ch or downsample else None
         self.downsample, self.head = downsample, head
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, 2) if self.downsample else x
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._pool(self.conv_2(torch.relu(self.conv_1(x if self.head else torch.relu(x)))))
-        if self.shortcut is None:
-            return h + x
-        return h + (self.shortcut(self._pool(x)) if self.head else self._pool(self.shortcut(x)))
+        return residual_down(x, self.conv_1, self.conv_2, self.shortcut, torch.relu, self.downsample, self.head)
 
 
 def _sngan_init(module: nn.Module) -> None:
