@@ -254,19 +254,29 @@ class _Evaluator:
                 return [pair for e, item in zip(elts, value, strict=True) for pair in self._bind(e, item)]
             case ast.Subscript() | ast.Attribute():
                 name, whole, keys = self._reference(target)
+                in_base = _root(target) == "_base_"
                 if not keys:  # `_base_.name = v`
-                    return [(name, copy.deepcopy(value))]
+                    whole = copy.deepcopy(value)
                 container = whole
                 for node, key in keys[:-1]:
                     container = self._index(node, container, key)
-                node, key = keys[-1]
-                in_dict = isinstance(container, dict) and isinstance(key, (str, int, float, bool))
-                in_list = isinstance(container, list) and type(key) is int and -len(container) <= key < len(container)
-                if not in_dict and not in_list:
-                    where = f"{self.path}:{node.lineno}: `{ast.unparse(node)}`"
-                    raise ConfigError(f"{where}: cannot set item {key!r} of {show(container)}")
-                container[key] = copy.deepcopy(value)
-                return [(name, self._bounded(target, whole))]
+                if keys:
+                    node, key = keys[-1]
+                    in_dict = isinstance(container, dict) and isinstance(key, (str, int, float, bool))
+                    in_list = (
+                        isinstance(container, list) and type(key) is int and -len(container) <= key < len(container)
+                    )
+                    if not in_dict and not in_list:
+                        where = f"{self.path}:{node.lineno}: `{ast.unparse(node)}`"
+                        raise ConfigError(f"{where}: cannot set item {key!r} of {show(container)}")
+                    container[key] = copy.deepcopy(value)
+                whole = self._bounded(target, whole)
+                if in_base:
+                    # MMEngine changes the bases' variable itself; this file's own value of the name, if any, is
+                    # still merged over it
+                    self.outer[name] = whole
+                    return []
+                return [(name, whole)]
         raise self._target_error(target)
 
     def _reference(self, target: ast.Subscript | ast.Attribute) -> tuple[str, Any, list[tuple[ast.expr, Any]]]:

@@ -268,7 +268,9 @@ def test_constructs_of_upstream_configs_are_evaluated(write) -> None:
         f: float = 0.5                                 # annotated assignment (the annotation is not evaluated)
         g = -scale_max ** 2 + 0.99 ** (1 / 5)          # unary minus, powers
         h = dict({'8': 0.0015}, **dict(x=1))           # dict() of a dict, and ** unpacking
+        train_dataloader = dict(batch_size=4)
         _base_.train_dataloader.dataset.pipeline[1].scale = (256, 256)   # MMEngine's _base_ variables
+        _base_.model = dict(type='SNGAN')
         i = _base_.model.type
         """,
     )
@@ -281,8 +283,10 @@ def test_constructs_of_upstream_configs_are_evaluated(write) -> None:
     assert (values["e"], values["f"]) == ("B", 0.5)
     assert values["g"] == pytest.approx(-16 + 0.99**0.2)
     assert values["h"] == {"8": 0.0015, "x": 1}
+    # the bases' value changed, this file's own keys merged over it
     assert values["train_dataloader"]["dataset"]["pipeline"][1] == {"type": "Resize", "scale": (256, 256)}
-    assert values["i"] == "BigGAN"
+    assert values["train_dataloader"]["batch_size"] == 4
+    assert values["i"] == values["model"]["type"] == "SNGAN"
 
 
 @pytest.mark.parametrize(
