@@ -4,13 +4,14 @@ The file is parsed with `ast` and only an expression language that cannot run co
 `dict()`/`list()`/`tuple()` (with `**` of a dict, as in `dict(type='Normalize', **img_norm_cfg)`), arithmetic on
 numbers (unary minus and powers included, as StyleGAN2's `0.99**g_reg_ratio`; every result must be a finite real
 number within +-2**64), string/list/tuple concatenation, list/tuple repetition (`[127.5] * 3`), f-strings of such
-values, indexing (`pipeline[-2]['params']`) and names assigned earlier (in the file or its `_base_` files).
-Statements are assignments: chained (`a = b = 1`), unpacking (`lo, hi = 1, 4`), annotated, augmented (`x += [...]`)
-and into an item of a name (`pipeline[2]['scale'] = (64, 64)`). Everything else (imports, attribute access, calls
-other than dict/list/tuple, lambdas, comprehensions, loops, conditions...) is refused with the file and line, so a
-config can never run code; so is any statement that builds or reads more than a million items. `_base_` files are
-merged with MMEngine's rules: dicts merge recursively with the child winning, `_delete_=True` replaces the base
-dict, lists are replaced, and two bases may not define the same top-level key.
+values, indexing (`pipeline[-2]['params']`), names assigned earlier (in the file or its `_base_` files) and MMEngine's
+`_base_.name.key` for the bases' variables. Statements are assignments: chained (`a = b = 1`), unpacking
+(`lo, hi = 1, 4`), annotated, augmented (`x += [...]`) and into an item of a name or of a base variable
+(`pipeline[2]['scale'] = (64, 64)`, `_base_.train_dataloader.batch_size = 8`). Everything else (imports, other
+attribute access, calls other than dict/list/tuple, lambdas, comprehensions, loops, conditions...) is refused with the
+file and line, so a config can never run code; so is any statement that builds or reads more than a million items.
+`_base_` files are merged with MMEngine's rules: dicts merge recursively with the child winning, `_delete_=True`
+replaces the base dict, lists are replaced, and two bases may not define the same top-level key.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ast
 import copy
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,8 @@ _REFUSED = {
 _INT_BITS = 64
 """Arithmetic results are bounded by +-2**64 (beyond any count or seed a config holds): without a bound,
 `x = 9**9**9` or `x = x * x` repeated would build numbers until the reader hangs or runs out of memory."""
+_MAX_FORMAT = 1000
+"""The largest width or precision an f-string's format spec may ask for."""
 _MAX_SIZE = 1_000_000
 """Characters plus container items one statement may build or read: real configs hold a few thousand, and the
 limit stops `s = s + s` or `a = [a, a]` repeated from doubling a value until memory runs out."""
@@ -351,8 +355,7 @@ class _Evaluator:
                 return self._binary(node, op, self.eval(left), self.eval(right))
         what = _REFUSED.get(type(node), f"a `{type(node).__name__}` expression")
         if isinstance(node, ast.Attribute):
-            text = ast.unparse(node)
-            what = f"attribute access (`{text}`)"
+            what = f"attribute access (`{ast.unparse(node)}`)"
         raise self.refuse(node, what)
 
     def _fstring_part(self, part: ast.expr) -> str:
@@ -366,6 +369,9 @@ class _Evaluator:
         if part.conversion in (ord("r"), ord("a")):
             value = repr(value)
         spec = "" if part.format_spec is None else self.eval(part.format_spec)
+        # a width or precision is the size of the text it makes: bound it before formatting (f'{1:999999999}')
+        if any(int(n) > _MAX_FORMAT for n in re.findall(r"\d+", spec)):
+            raise ConfigError(f"{self.path}:{part.lineno}: f-string format {spec!r}: wider than {_MAX_FORMAT}, refused")
         try:
             text = format(value, spec)
         except ValueError as exc:

@@ -300,6 +300,8 @@ def test_constructs_of_upstream_configs_are_evaluated(write) -> None:
         ("x = 2_000_000 * [0]", "more than 1,000,000 items"),
         ("x = [0] * 1000\nx *= 2000", "more than 1,000,000 items"),
         ("x = 10.0 ** 400", "the power `10.0 ** 400` is refused"),
+        ("x = f'{1:999999999}'", "f-string format '999999999': wider than 1000, refused"),
+        ("x = f'{1:.5000f}'", "f-string format '.5000f': wider than 1000, refused"),
     ],
 )
 def test_evaluable_constructs_with_bad_values_are_refused(write, text, message) -> None:
