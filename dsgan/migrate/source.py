@@ -303,8 +303,7 @@ class _Evaluator:
     def _base_variable(self, node: ast.expr, name: str) -> Any:
         if name not in self.outer:
             raise ConfigError(f"{self.path}:{node.lineno}: `_base_.{name}`: the _base_ files define no {name!r}")
-        self.reads.add(name)
-        return copy.deepcopy(self.outer[name])
+        return self._read(node, self.outer, name)
 
     def _target_error(self, target: ast.expr) -> ConfigError:
         return self.refuse(target, f"assignment to `{ast.unparse(target)}`")
@@ -391,14 +390,19 @@ class _Evaluator:
             f"{self.path}:{getattr(node, 'lineno', '?')}: `{ast.unparse(node)}`: no item {key!r} in {show(container)}"
         )
 
+    def _read(self, node: ast.expr, scope: dict[str, Any], name: str) -> Any:
+        """A copy of a bound value, counted against the statement's budget (reading a big value many times builds
+        as much as writing it)."""
+        self.reads.add(name)
+        self.budget -= _size(scope[name])
+        if self.budget < 0:
+            raise self.too_large(node)
+        return copy.deepcopy(scope[name])
+
     def _name(self, node: ast.Name, name: str) -> Any:
         for scope in (self.scope, self.outer):
             if name in scope:
-                self.reads.add(name)
-                self.budget -= _size(scope[name])
-                if self.budget < 0:
-                    raise self.too_large(node)
-                return copy.deepcopy(scope[name])
+                return self._read(node, scope, name)
         raise ConfigError(
             f"{self.path}:{node.lineno}: name {name!r} is not defined (only names assigned earlier in this file or "
             "in its _base_ files can be used)"

@@ -198,12 +198,20 @@ def test_anything_but_literals_is_refused_with_file_and_line(write, tmp_path, li
         ("x = " + "+".join(["1"] * 100_000), "nested too deeply"),
         ("s = 'x'\n" + "s = s + s\n" * 40, "more than 1,000,000 items"),
         ("a = [1]\n" + "a = [a, a, a, a, a, a, a, a, a, a]\n" * 8, "more than 1,000,000 items"),
+        ("x = f'{\"" + "x" * 600_000 + '"}{"' + "x" * 600_000 + "\"}'", "more than 1,000,000 items"),
     ],
-    ids=["deep", "doubling", "fan-out"],
+    ids=["deep", "doubling", "fan-out", "f-string"],
 )
 def test_configs_that_would_exhaust_the_reader_are_refused(write, text, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_source(write("huge.py", text + "\n"))
+
+
+def test_reading_a_base_variable_counts_against_the_size_bound(write) -> None:
+    write("base.py", "big = [0] * 200_000\n")
+    path = write("child.py", "_base_ = './base.py'\nx = [" + ", ".join(["_base_.big"] * 6) + "]\n")
+    with pytest.raises(ConfigError, match=r"child.py:2: .*more than 1,000,000 items"):
+        load_source(path)
 
 
 def test_malicious_config_is_refused_and_nothing_runs(write, tmp_path, capsys) -> None:
