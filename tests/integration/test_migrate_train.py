@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from launch import REPO, launch
 
 from dsgan.migrate import main_migrate
@@ -75,3 +76,21 @@ def test_converted_sngan_projection_128_trains(tmp_path) -> None:
     train_converted(tmp_path, source, *shrink, total_iters=5)
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["iteration"] == 5 and "g_loss" in last and "d_loss" in last
+
+
+@pytest.mark.slow
+def test_converted_wgan_gp_trains(tmp_path) -> None:
+    """MMagic's WGAN-GP config (GroupNorm D, 5 D updates per G update, gradient penalty 10) at 16x16 on the digits:
+    the penalty joins every D micro-step and the 5th iteration's G update runs."""
+    shrink = [
+        "generator.model.output_scale=16",
+        "discriminator.model.input_scale=16",
+        "generator.deepspeed.train_micro_batch_size_per_gpu=2",
+        "discriminator.deepspeed.train_micro_batch_size_per_gpu=2",
+        "data={type: digits, conditional: false}",
+        "run.log_every_iters=5",
+    ]
+    source = FIXTURES / "wgan-gp" / "wgangp_GN_1xb64-160kiters_celeba-cropped-128x128.py"
+    train_converted(tmp_path, source, *shrink, total_iters=5)
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["iteration"] == 5 and last["g_updates"] == 1 and last["d_reg"] > 0
