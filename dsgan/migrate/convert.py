@@ -209,7 +209,7 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
         if nested:
             raise ConfigError(
                 f"{source}: model.type={kind!r} is a {VERSION_NAMES[version]} model, but {', '.join(nested)} "
-                f"belong to the other version's model and training loop (unsupported: a mixed config)"
+                "belong to the other version's model and training loop (unsupported: a mixed config)"
             )
         other = "1.x" if version == "0.x" else "0.x"
         evidence = [f"model.type={kind!r}", *(v0 or v1), *top[version]]
@@ -226,7 +226,7 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
     if v0 and v1:
         raise ConfigError(
             f"{source}: mixes MMGeneration 0.x keys ({', '.join(v0)}) with 1.x/MMagic keys ({', '.join(v1)}) and "
-            f"names no model type, so the version is ambiguous"
+            "names no model type, so the version is ambiguous"
         )
     if not v0 and not v1:
         raise ConfigError(

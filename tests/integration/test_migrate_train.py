@@ -1,5 +1,5 @@
-"""Converted MMagic configs train: `dsgan migrate` a tiny 1.x DCGAN, MMagic's StyleGAN2 FFHQ-256 and SNGAN-proj
-ImageNet-128 configs (shrunk), then run the real `dsgan.train` entry point."""
+"""Converted MMagic configs train: `dsgan migrate` a tiny 1.x DCGAN, MMagic's StyleGAN2 FFHQ-256, SNGAN-proj
+ImageNet-128 and (slow) WGAN-GP configs (shrunk), then run the real `dsgan.train` entry point."""
 
 from __future__ import annotations
 
