@@ -66,6 +66,11 @@ class SNGANGenerator(Strict):
     num_classes: Annotated[int, Field(ge=0)] = 0
     base_channels: PositiveInt = 256
     out_channels: PositiveInt = 3
+    init_type: Literal["sngan", "studio", "BigGAN"] = "sngan"
+    """Weight initialisation, as MMagic's `init_cfg=dict(type=...)` chooses it: 'sngan', the authors' Chainer one
+    (Glorot uniform, gain sqrt(2) on the residual 3x3 convs, zero biases); 'studio', PyTorch-StudioGAN's
+    (orthogonal weights, zero biases); 'BigGAN', BigGAN-PyTorch's (Glorot uniform weights, PyTorch's default biases;
+    MMagic's default). Conditional BN scales are 1 + embedding in all three (the embedding starts at 0 for 'sngan')."""
 
     def build(self) -> nn.Module:
         from dsgan.models.sngan import SNGANGenerator
@@ -80,6 +85,8 @@ class SNGANDiscriminator(Strict):
     base_channels: PositiveInt = 128
     in_channels: PositiveInt = 3
     sn_eps: PositiveFloat = 1e-12
+    init_type: Literal["sngan", "studio", "BigGAN"] = "sngan"
+    """As the generator's `init_type`."""
 
     def build(self) -> nn.Module:
         from dsgan.models.sngan import SNGANDiscriminator

@@ -118,7 +118,6 @@ _SNGAN_G = NetSpec(
         "sn_style": "torch",
         "norm_eps": 1e-4,
         "sn_eps": 1e-12,
-        "init_cfg": {"type": "BigGAN"},
         "pretrained": None,
         "rgb_to_bgr": False,
     },
@@ -140,7 +139,6 @@ _SNGAN_D = NetSpec(
         "from_rgb_cfg": {"type": "SNGANDiscHeadResBlock"},
         "blocks_cfg": {"type": "SNGANDiscResBlock"},
         "sn_style": "torch",
-        "init_cfg": {"type": "BigGAN"},
         "pretrained": None,
     },
 )
@@ -293,7 +291,7 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
     ledger, target = ctx.ledger, f"{path.split('.')[1]}.model"
     if kind in ("BigGANGenerator", "BigGANDiscriminator"):
         out["act"] = _activation(ctx, f"{path}.act_cfg", cfg.get("act_cfg", {"type": "ReLU"}), target)
-        out["init_type"] = _init_type(ctx, path, cfg, target)
+        out["init_type"] = _init_type(ctx, path, cfg, target, _BIGGAN_INITS, "ortho")
         if kind == "BigGANGenerator":
             out["auto_sync_bn"] = False
             ledger.converted(f"{path}.auto_sync_bn", f"{target}.auto_sync_bn = False")
@@ -311,12 +309,14 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
     elif kind in ("WGANGPGenerator", "WGANGPDiscriminator"):
         _wgangp(ctx, path, kind, cfg, out, target)
     elif kind == "SNGANGenerator":
+        out["init_type"] = _init_type(ctx, path, cfg, target, _SNGAN_INITS, "BigGAN")
         _relu_only(ctx, f"{path}.act_cfg", cfg)
         sync = cfg.get("auto_sync_bn", True)
         ledger.converted(f"{path}.auto_sync_bn", "per-rank BatchNorm statistics (dsgan's only mode)")
         if sync:
             ledger.note(f"{path}.auto_sync_bn=True: SyncBatchNorm is not supported; dsgan keeps per-rank statistics")
     else:  # ProjDiscriminator
+        out["init_type"] = _init_type(ctx, path, cfg, target, _SNGAN_INITS, "BigGAN")
         _relu_only(ctx, f"{path}.act_cfg", cfg)
         if not cfg.get("with_spectral_norm", True):
             raise ctx.error(f"{path}.with_spectral_norm", "False is not supported: dsgan's SNGAN D always uses SN")
@@ -412,21 +412,29 @@ def _activation(ctx: Ctx, path: str, act: Any, target: str) -> dict[str, Any]:
     return out
 
 
-def _init_type(ctx: Ctx, path: str, cfg: dict[str, Any], target: str) -> str:
-    """mmgen 0.x: `init_type='ortho'`; MMagic: `init_cfg=dict(type='ortho')` (the seed's 1.x table uses init_type)."""
+_BIGGAN_INITS = {"ortho": "ortho", "N02": "N02", "xavier": "xavier"}
+_SNGAN_INITS = {"STUDIO": "studio", "BIGGAN": "BigGAN", "SNGAN": "sngan", "SNGAN-PROJ": "sngan", "GAN-PROJ": "sngan"}
+"""MMagic's SNGAN compares `init_cfg['type'].upper()` with these; its SAGAN initialisation has no dsgan equivalent."""
+
+
+def _init_type(ctx: Ctx, path: str, cfg: dict[str, Any], target: str, names: dict[str, str], default: str) -> str:
+    """mmgen 0.x BigGAN: `init_type='ortho'`; MMagic: `init_cfg=dict(type='ortho')` (the seed's 1.x table uses
+    init_type). `names` maps the source's names to dsgan's (upper-case keys: compared case-insensitively, as MMagic's
+    SNGAN does); `default` is the source's name when neither is set."""
     if "init_type" in cfg:
         key, init = f"{path}.init_type", cfg["init_type"]
     elif "init_cfg" in cfg:
         key, init = f"{path}.init_cfg", (cfg["init_cfg"] or {}).get("type")
     else:
-        key, init = f"{path}.init_type", "ortho"
-    if init not in ("ortho", "N02", "xavier"):
-        raise ctx.error(key, f"not supported yet: initialisation {init!r} (dsgan has ortho, N02, xavier)")
+        key, init = f"{path}.init_type", default
+    folded = init.upper() if isinstance(init, str) and all(k.isupper() for k in names) else init
+    if folded not in names:
+        raise ctx.error(key, f"not supported yet: initialisation {init!r} (dsgan has {', '.join(names)})")
     if ctx.has(key):
-        ctx.ledger.converted(key, f"{target}.init_type = {init!r}")
+        ctx.ledger.converted(key, f"{target}.init_type = {names[folded]!r}")
     else:
-        ctx.ledger.defaults.append(f"{target}.init_type = 'ortho': the source's default (not set there)")
-    return init
+        ctx.ledger.defaults.append(f"{target}.init_type = {names[folded]!r}: the source's default (not set there)")
+    return names[folded]
 
 
 def _relu_only(ctx: Ctx, path: str, cfg: dict[str, Any]) -> None:

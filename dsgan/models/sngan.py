@@ -107,19 +107,26 @@ class DiscBlock(nn.Module):
         return residual_down(x, self.conv_1, self.conv_2, self.shortcut, torch.relu, self.downsample, self.head)
 
 
-def _sngan_init(module: nn.Module) -> None:
-    """The authors' Chainer initialisation: Glorot uniform, gain sqrt(2) on the residual 3x3 convs, 1 elsewhere;
-    zero biases. Conditional BN embeddings start at 0: scale 1, shift 0 for every class."""
+def _sngan_init(module: nn.Module, init_type: str) -> None:
+    """The initialisations MMagic's SNGAN offers (the config's `init_type` says what each does). 'sngan' starts the
+    conditional BN embeddings at 0 (scale 1, shift 0); 'studio' and 'BigGAN' treat them as every other layer, as
+    MMagic's generator-level initialisation, which runs last, does."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, SNEmbedding)):
+        if not isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            continue
+        bias = getattr(m, "bias", None)  # embeddings have none; bias=False holds None
+        if init_type == "studio":
+            nn.init.orthogonal_(m.weight)
+        else:
             nn.init.xavier_uniform_(m.weight)
-            bias = getattr(m, "bias", None)  # SNEmbedding has no bias; bias=False holds None
-            if bias is not None:
-                nn.init.zeros_(bias)
-        elif isinstance(m, ConditionNorm) and m.weight_embedding is not None and m.bias_embedding is not None:
+        if bias is not None and init_type != "BigGAN":  # BigGAN-PyTorch keeps PyTorch's default biases
+            nn.init.zeros_(bias)
+    if init_type != "sngan":
+        return
+    for m in module.modules():  # after the pass above, which visits a block before its convs
+        if isinstance(m, ConditionNorm) and m.weight_embedding is not None and m.bias_embedding is not None:
             nn.init.zeros_(m.weight_embedding.weight)
             nn.init.zeros_(m.bias_embedding.weight)
-    for m in module.modules():  # after the pass above, which visits a block before its convs
         if isinstance(m, (GenBlock, DiscBlock)):
             nn.init.xavier_uniform_(m.conv_1.conv.weight, math.sqrt(2))
             nn.init.xavier_uniform_(m.conv_2.conv.weight, math.sqrt(2))
@@ -141,7 +148,7 @@ class SNGANGenerator(Generator):
                 "conv": SNConv2d(channels[-1], cfg.out_channels, 3, padding=1),
             }
         )
-        _sngan_init(self)
+        _sngan_init(self, cfg.init_type)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(self.num_classes, y)
@@ -164,7 +171,7 @@ class SNGANDiscriminator(nn.Module):
         )
         self.decision = SNLinear(channels[-1], 1, sn_eps=cfg.sn_eps)
         self.proj_y = SNEmbedding(cfg.num_classes, channels[-1], sn_eps=cfg.sn_eps) if cfg.num_classes else None
-        _sngan_init(self)
+        _sngan_init(self, cfg.init_type)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(self.num_classes, y)

@@ -222,6 +222,27 @@ def test_sngan_parameters_equal_mmagic_s(scale, base, num_classes, noise):
         assert (count_parameters(g), count_parameters(d)) == (41_996_931, 39_443_137)
 
 
+@pytest.mark.parametrize("init_type", ["sngan", "studio", "BigGAN"])
+def test_sngan_initialisations(init_type):
+    """MMagic's choices: studio = orthogonal weights and zero biases; BigGAN = Glorot uniform weights with PyTorch's
+    default biases; sngan = Glorot (sqrt(2) on the residual 3x3 convs), zero biases, conditional BN embeddings at 0."""
+    torch.manual_seed(0)
+    g = c.SNGANGenerator(output_scale=32, base_channels=8, num_classes=3, noise_size=16, init_type=init_type).build()
+    d = c.SNGANDiscriminator(input_scale=32, base_channels=8, num_classes=3, init_type=init_type).build()
+    conv = d.conv_blocks[0].conv_1.conv.weight.flatten(1)  # [8, 72]: orthogonal rows under 'studio'
+    embedding = g.conv_blocks[0].norm_1.weight_embedding.weight
+    biases = torch.cat(
+        [m.bias.flatten() for m in (*g.modules(), *d.modules()) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    )
+    if init_type == "studio":
+        torch.testing.assert_close(conv @ conv.T, torch.eye(8), atol=1e-5, rtol=0)
+    else:  # Glorot uniform: |w| <= gain * sqrt(6 / (fan_in + fan_out))
+        gain = 2**0.5 if init_type == "sngan" else 1.0
+        assert conv.abs().max() <= gain * (6 / (72 + 72)) ** 0.5
+    assert (biases == 0).all() == (init_type != "BigGAN")
+    assert (embedding == 0).all() == (init_type == "sngan")
+
+
 def mmagic_wgangp_parameters(scale: int, noise: int, norm: str) -> tuple[int, int]:
     """G and D parameter counts of MMagic's WGANGPGenerator / WGANGPDiscriminator (0a560bb), in closed form from
     mmagic/models/editors/wgan_gp/: `_default_channels_per_scale`; G = WGANNoiseTo2DFeat (bias-free linear to
