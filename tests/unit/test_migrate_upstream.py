@@ -146,6 +146,24 @@ def test_wgan_gp_50_trains_with_what_mmagic_reads() -> None:
     assert any("gp_loss_weight=50 has no effect in MMagic" in note for note in m.ledger.notes)
 
 
+@pytest.mark.parametrize(
+    ("v0", "v1"),
+    [
+        (
+            V0 / "lsgan" / "lsgan_dcgan-archi_lr-1e-3_celeba-cropped_64_b128x1_12m.py",
+            V1 / "lsgan" / "lsgan_dcgan-archi_lr1e-3-1xb128-12Mimgs_celeba-cropped-64x64.py",
+        ),
+        (V0 / "wgan-gp" / "wgangp_GN_celeba-cropped_128_b64x1_160kiter.py", V1 / "wgan-gp" / WGANGP_1X),
+    ],
+    ids=["lsgan", "wgan-gp"],
+)
+def test_0x_and_1x_versions_of_one_recipe_train_the_same(v0, v1) -> None:
+    """mmgen's GANLoss + disc_steps and MMagic's model classes + discriminator_steps, read with each version's
+    rules, give the same dsgan config."""
+    text = render_diff(migrate(v0), migrate(v1), 8)
+    assert text.rstrip().endswith("no differences in training semantics"), text
+
+
 REFUSED_UPSTREAM = ("a `for` loop", "list comprehension", "a call (", "file not found")
 """What the upstream trees hold that the reader refuses (README's census): loops and comprehensions in MMagic's
 restoration configs, `max()`/`float()` calls, and mmgen StyleGAN3 configs whose `_base_` file does not exist."""
