@@ -38,6 +38,24 @@ def train_converted(
     return result
 
 
+def last_record(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def train_one_cycle_of_five(tmp_path: Path, source: Path, *migrate_sets: str) -> dict:
+    """Convert and train a config with 5 D updates per G update for one cycle (5 iterations) of 2 images per step;
+    its metrics record at the 5th iteration, which holds the G update."""
+    one_cycle = [
+        "generator.deepspeed.train_micro_batch_size_per_gpu=2",
+        "discriminator.deepspeed.train_micro_batch_size_per_gpu=2",
+        "run.log_every_iters=5",
+    ]
+    train_converted(tmp_path, source, *migrate_sets, *one_cycle, total_iters=5)
+    last = last_record(tmp_path)
+    assert last["iteration"] == 5 and last["g_updates"] == 1 and last["d_updates"] == 5
+    return last
+
+
 def test_converted_dcgan_trains(tmp_path) -> None:
     result = train_converted(tmp_path, FIXTURES / "dcgan_tiny_cifar10-32x32.py")
     assert "digits" in result.stdout  # the CIFAR10 dataset is not converted: the digits stand in, as reported
@@ -55,7 +73,7 @@ def test_converted_stylegan2_trains(tmp_path) -> None:
     ]
     source = FIXTURES / "stylegan2" / "styleganv2" / "stylegan2_c2_8xb4-800kiters_ffhq-256x256.py"
     train_converted(tmp_path, source, *shrink)
-    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    last = last_record(tmp_path)
     assert last["pl_mean"] > 0 and last["d_reg"] > 0  # both regularizers ran
 
 
@@ -67,15 +85,11 @@ def test_converted_sngan_projection_128_trains(tmp_path) -> None:
         "discriminator.model.base_channels=4",
         "generator.model.num_classes=10",
         "discriminator.model.num_classes=10",
-        "generator.deepspeed.train_micro_batch_size_per_gpu=2",
-        "discriminator.deepspeed.train_micro_batch_size_per_gpu=2",
         "data={type: digits, conditional: true}",
-        "run.log_every_iters=5",
     ]
     source = FIXTURES / "sngan_proj" / "sngan-proj_wReLUinplace_Glr2e-4_Dlr5e-5_ndisc5-2xb128_imagenet1k-128x128.py"
-    train_converted(tmp_path, source, *shrink, total_iters=5)
-    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["iteration"] == 5 and "g_loss" in last and "d_loss" in last
+    last = train_one_cycle_of_five(tmp_path, source, *shrink)
+    assert "g_loss" in last and "d_loss" in last
 
 
 @pytest.mark.slow
@@ -85,12 +99,7 @@ def test_converted_wgan_gp_trains(tmp_path) -> None:
     shrink = [
         "generator.model.output_scale=16",
         "discriminator.model.input_scale=16",
-        "generator.deepspeed.train_micro_batch_size_per_gpu=2",
-        "discriminator.deepspeed.train_micro_batch_size_per_gpu=2",
         "data={type: digits, conditional: false}",
-        "run.log_every_iters=5",
     ]
     source = FIXTURES / "wgan-gp" / "wgangp_GN_1xb64-160kiters_celeba-cropped-128x128.py"
-    train_converted(tmp_path, source, *shrink, total_iters=5)
-    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["iteration"] == 5 and last["g_updates"] == 1 and last["d_reg"] > 0
+    assert train_one_cycle_of_five(tmp_path, source, *shrink)["d_reg"] > 0
