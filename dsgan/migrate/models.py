@@ -473,7 +473,7 @@ def _dcgan_discriminator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str
         if cfg.get(key) != want:
             raise ctx.error(
                 f"{path}.{key}",
-                f"{cfg.get(key)!r}: not supported yet: MMagic's DCGAN D head with this {key} (dsgan's DCGAN D ends in "
+                f"{cfg.get(key)!r}: not supported yet: a DCGAN D head with this {key} (dsgan's DCGAN D ends in "
                 "one logit from the 4x4 features: output_scale=4, out_channels=1)",
             )
         ctx.ledger.converted(f"{path}.{key}", f"dsgan's head: a linear layer on the 4x4 features to {want} logit")
