@@ -29,6 +29,8 @@ def d_loss(
         real, fake = F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
     elif loss_type == "wgan":  # Arjovsky et al. 2017: D(G(z)) - D(x)
         real, fake = -real_logits.mean(), fake_logits.mean()
+    elif loss_type == "lsgan":  # Mao et al. 2017 with targets 1 (real) and 0 (fake), as MMagic's LSGAN
+        real, fake = (real_logits - 1).pow(2).mean(), fake_logits.pow(2).mean()
     else:
         raise ValueError(f"unknown loss type {loss_type!r}")
     return real + fake, {"d_loss_real": real.detach(), "d_loss_fake": fake.detach()}
@@ -40,6 +42,8 @@ def g_loss(loss_type: str, fake_logits: torch.Tensor) -> torch.Tensor:
         return -fake_logits.mean()
     if loss_type == "vanilla":  # the non-saturating form: -log sigmoid(D(G(z)))
         return F.softplus(-fake_logits).mean()
+    if loss_type == "lsgan":  # G pulls D(G(z)) towards the real target 1
+        return (fake_logits - 1).pow(2).mean()
     raise ValueError(f"unknown loss type {loss_type!r}")
 
 

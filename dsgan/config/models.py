@@ -27,7 +27,7 @@ class DCGANGenerator(Strict):
     """Radford et al. 2016: transposed convolutions + BatchNorm; conditional via a label embedding on z."""
 
     type: Literal["DCGANGenerator"] = "DCGANGenerator"
-    output_scale: Literal[16, 32, 64] = 32
+    output_scale: Literal[16, 32, 64, 128] = 32
     noise_size: PositiveInt = 64
     num_classes: Annotated[int, Field(ge=0)] = 10
     """0 = unconditional."""
@@ -42,7 +42,7 @@ class DCGANGenerator(Strict):
 
 class DCGANDiscriminator(Strict):
     type: Literal["DCGANDiscriminator"] = "DCGANDiscriminator"
-    input_scale: Literal[16, 32, 64] = 32
+    input_scale: Literal[16, 32, 64, 128] = 32
     num_classes: Annotated[int, Field(ge=0)] = 10
     """0 = unconditional; otherwise projection conditioning (Miyato & Koyama 2018)."""
     base_channels: PositiveInt = 64
@@ -57,14 +57,20 @@ class DCGANDiscriminator(Strict):
 
 
 class SNGANGenerator(Strict):
-    """Miyato et al. 2018 ResNet generator (CIFAR layout)."""
+    """Miyato et al. 2018 ResNet generator: the CIFAR layout at 32, the projection paper's ImageNet layouts at 64
+    and 128 (as MMagic's SNGANGenerator builds them)."""
 
     type: Literal["SNGANGenerator"] = "SNGANGenerator"
-    output_scale: Literal[32, 64] = 32
+    output_scale: Literal[32, 64, 128] = 32
     noise_size: PositiveInt = 128
     num_classes: Annotated[int, Field(ge=0)] = 0
     base_channels: PositiveInt = 256
     out_channels: PositiveInt = 3
+    init_type: Literal["sngan", "studio", "BigGAN"] = "sngan"
+    """Weight initialisation, as MMagic's `init_cfg=dict(type=...)` chooses it: 'sngan', the authors' Chainer one
+    (Glorot uniform, gain sqrt(2) on the residual 3x3 convs, zero biases); 'studio', PyTorch-StudioGAN's
+    (orthogonal weights, zero biases); 'BigGAN', BigGAN-PyTorch's (Glorot uniform weights, PyTorch's default biases;
+    MMagic's default). Conditional BN scales are 1 + embedding in all three (the embedding starts at 0 for 'sngan')."""
 
     def build(self) -> nn.Module:
         from dsgan.models.sngan import SNGANGenerator
@@ -74,11 +80,13 @@ class SNGANGenerator(Strict):
 
 class SNGANDiscriminator(Strict):
     type: Literal["SNGANDiscriminator"] = "SNGANDiscriminator"
-    input_scale: Literal[32, 64] = 32
+    input_scale: Literal[32, 64, 128] = 32
     num_classes: Annotated[int, Field(ge=0)] = 0
     base_channels: PositiveInt = 128
     in_channels: PositiveInt = 3
     sn_eps: PositiveFloat = 1e-12
+    init_type: Literal["sngan", "studio", "BigGAN"] = "sngan"
+    """As the generator's `init_type`."""
 
     def build(self) -> nn.Module:
         from dsgan.models.sngan import SNGANDiscriminator
@@ -261,11 +269,50 @@ class StyleGAN2Discriminator(Strict):
         return StyleGAN2Discriminator(self)
 
 
+class WGANGPGenerator(Strict):
+    """Gulrajani et al. 2017's ResNet-free CelebA/LSUN generator as MMagic's WGANGPGenerator builds it: linear to
+    4x4x512 (ReLU, BN), 3x3 conv-BN-ReLU, then per doubling nearest upsampling and two of them (channels 512, 512,
+    256, 128, 64, 32 at 4 ... 128), 1x1 conv to RGB and tanh. Unconditional."""
+
+    type: Literal["WGANGPGenerator"] = "WGANGPGenerator"
+    output_scale: Literal[8, 16, 32, 64, 128] = 128
+    noise_size: PositiveInt = 128
+    num_classes: Literal[0] = 0
+    """MMagic's WGAN-GP is unconditional."""
+    out_channels: Literal[3] = 3
+
+    def build(self) -> nn.Module:
+        from dsgan.models.wgangp import WGANGPGenerator
+
+        return WGANGPGenerator(self)
+
+
+class WGANGPDiscriminator(Strict):
+    """MMagic's WGANGPDiscriminator: 1x1 conv from RGB (LeakyReLU 0.2), per halving two 3x3 conv-norm-LeakyReLU and
+    an average pool, then a 4x4 conv-norm-LeakyReLU to 1x1 and a linear layer. No BatchNorm (the gradient penalty
+    is per sample) and no spectral norm: train it with `loss.gp_weight`."""
+
+    type: Literal["WGANGPDiscriminator"] = "WGANGPDiscriminator"
+    input_scale: Literal[8, 16, 32, 64, 128] = 128
+    num_classes: Literal[0] = 0
+    in_channels: Literal[3] = 3
+    norm: Literal["LN2d", "GN"] = "LN2d"
+    """LN2d: LayerNorm over (C, H, W) with per-element affine (MMagic's default); GN: GroupNorm with one group (the
+    upstream configs' `norm_cfg=dict(type='GN')`)."""
+
+    def build(self) -> nn.Module:
+        from dsgan.models.wgangp import WGANGPDiscriminator
+
+        return WGANGPDiscriminator(self)
+
+
 GeneratorModel = Annotated[
-    DCGANGenerator | SNGANGenerator | BigGANGenerator | StyleGAN2Generator, Field(discriminator="type")
+    DCGANGenerator | SNGANGenerator | BigGANGenerator | StyleGAN2Generator | WGANGPGenerator,
+    Field(discriminator="type"),
 ]
 DiscriminatorModel = Annotated[
-    DCGANDiscriminator | SNGANDiscriminator | BigGANDiscriminator | StyleGAN2Discriminator, Field(discriminator="type")
+    DCGANDiscriminator | SNGANDiscriminator | BigGANDiscriminator | StyleGAN2Discriminator | WGANGPDiscriminator,
+    Field(discriminator="type"),
 ]
 
 

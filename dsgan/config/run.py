@@ -37,8 +37,9 @@ class ScheduleConfig(Strict):
 
 
 class Loss(Strict):
-    type: Literal["hinge", "vanilla", "wgan"] = "hinge"
-    """hinge (BigGAN), vanilla = non-saturating logistic (Goodfellow et al.), wgan (Arjovsky et al.)."""
+    type: Literal["hinge", "vanilla", "wgan", "lsgan"] = "hinge"
+    """hinge (BigGAN), vanilla = non-saturating logistic (Goodfellow et al.), wgan (Arjovsky et al.), lsgan = least
+    squares (Mao et al.; D: (D(x) - 1)^2 + D(G(z))^2, G: (D(G(z)) - 1)^2, as MMagic's LSGAN)."""
     r1_weight: NonNegativeFloat = 0.0
     """gamma of the R1 penalty gamma/2 * E|grad D(x)|^2 on reals (Mescheder et al. 2018); 0 = off."""
     r1_interval: PositiveInt = 1

@@ -41,7 +41,18 @@ V1_MODELS = {
 }
 SUPPORTED = {
     "0.x": ("BasiccGAN", "StaticUnconditionalGAN"),
-    "1.x": ("BigGAN", "DCGAN", "SNGAN", "SAGAN", "BaseGAN", "BaseConditionalGAN", "StyleGAN2"),
+    "1.x": (
+        "BigGAN",
+        "DCGAN",
+        "SNGAN",
+        "SAGAN",
+        "LSGAN",
+        "GGAN",
+        "WGANGP",
+        "BaseGAN",
+        "BaseConditionalGAN",
+        "StyleGAN2",
+    ),
 }
 VERSION_NAMES = {"0.x": "MMGeneration 0.x", "1.x": "MMGeneration 1.x / MMagic"}
 IMAGENET_TYPES = {
@@ -111,20 +122,70 @@ class Migration:
         return VERSION_NAMES[self.version]
 
 
-def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]]:
-    """('0.x' | '1.x', evidence). A config with evidence for both is refused: its steps would be ambiguous."""
-    v0: list[str] = []
-    v1: list[str] = []
+V0_TOP = {
+    "total_iters",
+    "checkpoint_config",
+    "log_config",
+    "apex_amp",
+    "optimizer",
+    "optimizer_config",
+    "data",
+    "lr_config",
+    "runner",
+    "evaluation",
+    "workflow",
+    "resume_from",
+    "dist_params",
+    "use_ddp_wrapper",
+    "find_unused_parameters",
+    "cudnn_benchmark",
+    "opencv_num_threads",
+    "mp_start_method",
+}
+"""Top-level keys that MMGeneration 0.x (its tools/train.py, apis/train.py and mmcv's runner) reads and MMEngine's
+Runner does not."""
+V1_TOP = {
+    "optim_wrapper",
+    "param_scheduler",
+    "train_dataloader",
+    "val_dataloader",
+    "test_dataloader",
+    "val_evaluator",
+    "test_evaluator",
+    "val_cfg",
+    "default_hooks",
+    "env_cfg",
+    "randomness",
+    "default_scope",
+    "visualizer",
+    "log_processor",
+    "resume",
+    "auto_scale_lr",
+    "model_wrapper_cfg",
+}
+"""Top-level keys that MMEngine's Runner (MMGeneration 1.x, MMagic) reads and MMGeneration 0.x does not."""
+_TOP = {"0.x": V0_TOP, "1.x": V1_TOP}
+
+
+def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str], list[str]]:
+    """('0.x' | '1.x', evidence, stray top-level keys).
+
+    The model type decides (V0_MODELS and V1_MODELS share no name; another type is refused by name); without one,
+    the keys that only configs of one version define do. A top-level variable that only the other framework reads
+    is stray: the detected one never looks at it (a 1.x config may keep a helper named `total_iters`), so it is
+    reported as ignored. Keys of the other version inside what the detected framework reads (`model`,
+    `train_cfg`) would change or break its training, so a config with those is refused as mixed."""
     model = values.get("model")
     if not isinstance(model, dict):
         model = {}
     kind = model.get("type")
-    if kind in V0_MODELS:
-        v0.append(f"model.type={kind!r}")
-    if kind in V1_MODELS:
-        v1.append(f"model.type={kind!r}")
-    v0 += [f"model.{k}" for k in ("gan_loss", "disc_auxiliary_loss") if k in model]
-    v1 += [
+    if isinstance(kind, str) and kind not in V0_MODELS | V1_MODELS:
+        raise ConfigError(
+            f"{source}: model.type: not supported yet: {kind!r} (supported MMGeneration 0.x models: "
+            f"{', '.join(SUPPORTED['0.x'])}; MMagic models: {', '.join(SUPPORTED['1.x'])})"
+        )
+    v0 = [f"model.{k}" for k in ("gan_loss", "disc_auxiliary_loss") if k in model]
+    v1 = [
         f"model.{k}"
         for k in ("data_preprocessor", "ema_config", "generator_steps", "discriminator_steps", "loss_config")
         if k in model
@@ -136,32 +197,55 @@ def detect_version(values: dict[str, Any], source: Path) -> tuple[str, list[str]
         f"train_cfg.{k}" for k in ("disc_steps", "gen_steps", "batch_accumulation_steps", "use_ema") if k in train_cfg
     ]
     v1 += [f"train_cfg.{k}" for k in ("by_epoch", "max_iters", "max_epochs", "val_interval", "type") if k in train_cfg]
+    if v0 and v1:
+        raise ConfigError(
+            f"{source}: mixes MMGeneration 0.x keys ({', '.join(v0)}) with 1.x/MMagic keys ({', '.join(v1)}) in "
+            "what both frameworks read: their step counts mean different things, so the version must be unambiguous"
+        )
+    top = {version: sorted(k for k in values if k in keys) for version, keys in _TOP.items()}
+    if kind in V0_MODELS or kind in V1_MODELS:
+        version = "0.x" if kind in V0_MODELS else "1.x"
+        nested = v0 if version == "1.x" else v1
+        if nested:
+            raise ConfigError(
+                f"{source}: model.type={kind!r} is a {VERSION_NAMES[version]} model, but {', '.join(nested)} "
+                "belong to the other version's model and training loop (unsupported: a mixed config)"
+            )
+        other = "1.x" if version == "0.x" else "0.x"
+        evidence = [f"model.type={kind!r}", *(v0 or v1), *top[version]]
+        return version, evidence, top[other]
+    # Without a model type, only keys that a config of one version always has and the other never defines decide
+    # (MMagic's runtime bases keep mmgen's dist_params, opencv_num_threads and mp_start_method, for instance).
+    v0 += [k for k in ("total_iters", "checkpoint_config", "log_config", "apex_amp") if k in values]
     optimizer = values.get("optimizer")
     if isinstance(optimizer, dict) and {"generator", "discriminator"} & set(optimizer):
         v0.append("optimizer.generator/discriminator")
-    v0 += [k for k in ("total_iters", "checkpoint_config", "log_config", "apex_amp") if k in values]
     if isinstance(values.get("data"), dict) and "samples_per_gpu" in values["data"]:
         v0.append("data.samples_per_gpu")
     v1 += [k for k in ("optim_wrapper", "train_dataloader", "default_hooks", "param_scheduler") if k in values]
     if v0 and v1:
         raise ConfigError(
-            f"{source}: mixes MMGeneration 0.x keys ({', '.join(v0)}) with 1.x/MMagic keys ({', '.join(v1)}); "
-            "their step counts mean different things, so the version must be unambiguous"
+            f"{source}: mixes MMGeneration 0.x keys ({', '.join(v0)}) with 1.x/MMagic keys ({', '.join(v1)}) and "
+            "names no model type, so the version is ambiguous"
         )
     if not v0 and not v1:
         raise ConfigError(
             f"{source}: not recognisably an MMGeneration 0.x or MMagic GAN config (no optimizer/optim_wrapper, "
             "train_cfg, total_iters or known model.type)"
         )
-    return ("0.x", v0) if v0 else ("1.x", v1)
+    return ("0.x", v0, []) if v0 else ("1.x", v1, [])
 
 
 def migrate(path: Path | str, overrides: Sequence[str] = ()) -> Migration:
     """Read, convert and validate; nothing is written."""
     source = load_source(path)
-    version, evidence = detect_version(source.values, source.path)
+    version, evidence, stray = detect_version(source.values, source.path)
     ctx = Ctx(source.path, source.values, version)
     raw = _convert(ctx, source)
+    for key in stray:
+        ctx.ledger.ignored(
+            key, f"a stray variable: {VERSION_NAMES[version]} never reads a top-level {key!r} (the other version does)"
+        )
     _account_for_every_key(ctx, source)
     for assignment in overrides:
         apply_override(raw, assignment)
@@ -197,11 +281,13 @@ def _convert(ctx: Ctx, source: Source) -> dict[str, Any]:
         for key in ("num_classes", "noise_size"):
             if ctx.has(f"model.{key}"):
                 raise ctx.error(f"model.{key}", "MMagic's StyleGAN2 takes no model-level value: set it in the networks")
-    elif version == "1.x":
-        for key in ("num_classes", "noise_size"):
+    else:
+        # MMagic's BaseGAN passes both to the networks that do not set them, mmgen 0.x's BasiccGAN num_classes
+        keys = ("num_classes", "noise_size") if version == "1.x" else ("num_classes",) if kind == "BasiccGAN" else ()
+        for key in keys:
             if ctx.has(f"model.{key}"):
                 model_defaults[key] = ctx.get(f"model.{key}")
-                ledger.converted(f"model.{key}", f"the networks' {key} where they do not set it (MMagic's BaseGAN)")
+                ledger.converted(f"model.{key}", f"the networks' {key} where they do not set it ({kind})")
     generator = convert_network(ctx, "generator", model_defaults)
     discriminator = convert_network(ctx, "discriminator", model_defaults)
     stylegan2 = ctx.get("model.generator.type") in STYLEGAN2_NETS
@@ -400,7 +486,7 @@ def _run(ctx: Ctx, source: Source, schedule: Schedule) -> dict[str, Any]:
             f"whole D update, so run.total_iters = {whole} (the source's last partial update is dropped)"
         )
     if ctx.version == "1.x":
-        for name in ("by_epoch", "type", "val_interval", "val_begin"):
+        for name in ("by_epoch", "type", "val_interval", "val_begin", "dynamic_intervals"):
             if ctx.has(f"train_cfg.{name}"):
                 ledger.ignored(
                     f"train_cfg.{name}",

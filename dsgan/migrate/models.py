@@ -118,7 +118,6 @@ _SNGAN_G = NetSpec(
         "sn_style": "torch",
         "norm_eps": 1e-4,
         "sn_eps": 1e-12,
-        "init_cfg": {"type": "BigGAN"},
         "pretrained": None,
         "rgb_to_bgr": False,
     },
@@ -140,9 +139,17 @@ _SNGAN_D = NetSpec(
         "from_rgb_cfg": {"type": "SNGANDiscHeadResBlock"},
         "blocks_cfg": {"type": "SNGANDiscResBlock"},
         "sn_style": "torch",
-        "init_cfg": {"type": "BigGAN"},
         "pretrained": None,
     },
+)
+_WGANGP_G = NetSpec(
+    "WGANGPGenerator",
+    {"noise_size": ("noise_size", _NO_DEFAULT), "out_scale": ("output_scale", _NO_DEFAULT)},
+    {"upsample_cfg": None, "init_cfg": None},
+    {"num_classes": 0, "out_channels": 3},
+)
+_WGANGP_D = NetSpec(
+    "WGANGPDiscriminator", {"in_scale": ("input_scale", _NO_DEFAULT)}, {"init_cfg": None}, {"num_classes": 0}
 )
 _SG2_COMMON = {
     "channel_multiplier": ("channel_multiplier", 2),
@@ -225,6 +232,8 @@ SPECS = {
     ("generator", "SNGANGenerator"): _SNGAN_G,
     ("discriminator", "ProjDiscriminator"): _SNGAN_D,
     ("discriminator", "SAGANDiscriminator"): _SNGAN_D,
+    ("generator", "WGANGPGenerator"): _WGANGP_G,
+    ("discriminator", "WGANGPDiscriminator"): _WGANGP_D,
 }
 SPECS_0X = {
     ("generator", "StyleGANv2Generator"): _STYLEGAN2_G_0X,
@@ -282,7 +291,7 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
     ledger, target = ctx.ledger, f"{path.split('.')[1]}.model"
     if kind in ("BigGANGenerator", "BigGANDiscriminator"):
         out["act"] = _activation(ctx, f"{path}.act_cfg", cfg.get("act_cfg", {"type": "ReLU"}), target)
-        out["init_type"] = _init_type(ctx, path, cfg, target)
+        out["init_type"] = _init_type(ctx, path, cfg, target, _BIGGAN_INITS, "ortho")
         if kind == "BigGANGenerator":
             out["auto_sync_bn"] = False
             ledger.converted(f"{path}.auto_sync_bn", f"{target}.auto_sync_bn = False")
@@ -297,13 +306,17 @@ def _special(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str,
         _dcgan_generator(ctx, path, cfg, out, target)
     elif kind == "DCGANDiscriminator":
         _dcgan_discriminator(ctx, path, cfg, out)
+    elif kind in ("WGANGPGenerator", "WGANGPDiscriminator"):
+        _wgangp(ctx, path, kind, cfg, out, target)
     elif kind == "SNGANGenerator":
+        out["init_type"] = _init_type(ctx, path, cfg, target, _SNGAN_INITS, "BigGAN")
         _relu_only(ctx, f"{path}.act_cfg", cfg)
         sync = cfg.get("auto_sync_bn", True)
         ledger.converted(f"{path}.auto_sync_bn", "per-rank BatchNorm statistics (dsgan's only mode)")
         if sync:
             ledger.note(f"{path}.auto_sync_bn=True: SyncBatchNorm is not supported; dsgan keeps per-rank statistics")
     else:  # ProjDiscriminator
+        out["init_type"] = _init_type(ctx, path, cfg, target, _SNGAN_INITS, "BigGAN")
         _relu_only(ctx, f"{path}.act_cfg", cfg)
         if not cfg.get("with_spectral_norm", True):
             raise ctx.error(f"{path}.with_spectral_norm", "False is not supported: dsgan's SNGAN D always uses SN")
@@ -343,6 +356,52 @@ def _stylegan2(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[st
         ledger.defaults.append(f"{target}.mbstd_cfg = {out['mbstd_cfg']}: {kind}'s default (not set there)")
 
 
+_WGANGP_CONV: dict[str, dict[str, Any]] = {
+    "WGANGPGenerator": {
+        "conv_cfg": None,
+        "kernel_size": 3,
+        "stride": 1,
+        "padding": 1,
+        "bias": True,
+        "act_cfg": {"type": "ReLU"},
+        "norm_cfg": {"type": "BN"},
+        "order": ("conv", "norm", "act"),
+    },
+    "WGANGPDiscriminator": {
+        "conv_cfg": None,
+        "kernel_size": 3,
+        "stride": 1,
+        "padding": 1,
+        "bias": True,
+        "act_cfg": {"type": "LeakyReLU", "negative_slope": 0.2},
+        "norm_cfg": {"type": "LN2d"},
+        "order": ("conv", "norm", "act"),
+    },
+}
+"""MMagic's `_default_conv_module_cfg`s, which a config's `conv_module_cfg` updates key by key."""
+
+
+def _wgangp(ctx: Ctx, path: str, kind: str, cfg: dict[str, Any], out: dict[str, Any], target: str) -> None:
+    """`conv_module_cfg` may only choose D's norm (LN2d or GN, as the upstream configs do); `in_channel` is read by
+    MMagic's D but never used (its from-RGB conv takes 3 channels)."""
+    ledger, key = ctx.ledger, f"{path}.conv_module_cfg"
+    given = cfg.get("conv_module_cfg") or {}
+    conv = {**_WGANGP_CONV[kind], **given}
+    for name, value in conv.items():
+        default = _WGANGP_CONV[kind].get(name, _NO_DEFAULT)
+        allowed = name == "norm_cfg" and kind == "WGANGPDiscriminator" and value in ({"type": "LN2d"}, {"type": "GN"})
+        if value != default and not (isinstance(value, list) and tuple(value) == default) and not allowed:
+            raise ctx.error(f"{key}.{name}", f"{show(value)}: not supported (dsgan's {kind} has {show(default)})")
+        if name in given:
+            ledger.converted(f"{key}.{name}", f"{target} as MMagic builds it ({show(value)})")
+    if kind == "WGANGPDiscriminator":
+        out["norm"] = conv["norm_cfg"]["type"]
+        if "in_channel" in cfg:
+            ledger.ignored(
+                f"{path}.in_channel", "MMagic's WGANGPDiscriminator ignores it: its from_rgb takes 3 channels"
+            )
+
+
 def _activation(ctx: Ctx, path: str, act: Any, target: str) -> dict[str, Any]:
     if not isinstance(act, dict) or act.get("type") not in ("ReLU", "LeakyReLU"):
         raise ctx.error(path, f"not supported yet: activation {show(act)} (dsgan has ReLU and LeakyReLU)")
@@ -353,21 +412,29 @@ def _activation(ctx: Ctx, path: str, act: Any, target: str) -> dict[str, Any]:
     return out
 
 
-def _init_type(ctx: Ctx, path: str, cfg: dict[str, Any], target: str) -> str:
-    """mmgen 0.x: `init_type='ortho'`; MMagic: `init_cfg=dict(type='ortho')` (the seed's 1.x table uses init_type)."""
+_BIGGAN_INITS = {"ortho": "ortho", "N02": "N02", "xavier": "xavier"}
+_SNGAN_INITS = {"STUDIO": "studio", "BIGGAN": "BigGAN", "SNGAN": "sngan", "SNGAN-PROJ": "sngan", "GAN-PROJ": "sngan"}
+"""MMagic's SNGAN compares `init_cfg['type'].upper()` with these; its SAGAN initialisation has no dsgan equivalent."""
+
+
+def _init_type(ctx: Ctx, path: str, cfg: dict[str, Any], target: str, names: dict[str, str], default: str) -> str:
+    """mmgen 0.x BigGAN: `init_type='ortho'`; MMagic: `init_cfg=dict(type='ortho')` (the seed's 1.x table uses
+    init_type). `names` maps the source's names to dsgan's (upper-case keys: compared case-insensitively, as MMagic's
+    SNGAN does); `default` is the source's name when neither is set."""
     if "init_type" in cfg:
         key, init = f"{path}.init_type", cfg["init_type"]
     elif "init_cfg" in cfg:
         key, init = f"{path}.init_cfg", (cfg["init_cfg"] or {}).get("type")
     else:
-        key, init = f"{path}.init_type", "ortho"
-    if init not in ("ortho", "N02", "xavier"):
-        raise ctx.error(key, f"not supported yet: initialisation {init!r} (dsgan has ortho, N02, xavier)")
+        key, init = f"{path}.init_type", default
+    folded = init.upper() if isinstance(init, str) and all(k.isupper() for k in names) else init
+    if folded not in names:
+        raise ctx.error(key, f"not supported yet: initialisation {init!r} (dsgan has {', '.join(names)})")
     if ctx.has(key):
-        ctx.ledger.converted(key, f"{target}.init_type = {init!r}")
+        ctx.ledger.converted(key, f"{target}.init_type = {names[folded]!r}")
     else:
-        ctx.ledger.defaults.append(f"{target}.init_type = 'ortho': the source's default (not set there)")
-    return init
+        ctx.ledger.defaults.append(f"{target}.init_type = {names[folded]!r}: the source's default (not set there)")
+    return names[folded]
 
 
 def _relu_only(ctx: Ctx, path: str, cfg: dict[str, Any]) -> None:
@@ -390,7 +457,10 @@ def _dcgan_generator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str, An
     ups = int(math.log2(out["output_scale"] // 4)) if isinstance(out["output_scale"], int) else 0
     factor = 2 ** max(ups - 1, 0)
     if mm_base % factor:
-        raise ctx.error(f"{path}.base_channels", f"{mm_base} is not divisible by {factor}: no dsgan equivalent")
+        raise ctx.error(
+            f"{path}.base_channels",
+            f"{mm_base}: not supported (not divisible by {factor}: dsgan's DCGAN G halves its channels per upsampling)",
+        )
     out["base_channels"] = mm_base // factor
     ctx.ledger.converted(
         f"{path}.base_channels",
@@ -401,7 +471,11 @@ def _dcgan_generator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str, An
 def _dcgan_discriminator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str, Any]) -> None:
     for key, want in (("output_scale", 4), ("out_channels", 1)):
         if cfg.get(key) != want:
-            raise ctx.error(f"{path}.{key}", f"{cfg.get(key)!r}: not supported yet (dsgan's DCGAN D needs {want})")
+            raise ctx.error(
+                f"{path}.{key}",
+                f"{cfg.get(key)!r}: not supported yet: a DCGAN D head with this {key} (dsgan's DCGAN D ends in "
+                "one logit from the 4x4 features: output_scale=4, out_channels=1)",
+            )
         ctx.ledger.converted(f"{path}.{key}", f"dsgan's head: a linear layer on the 4x4 features to {want} logit")
     norm = cfg.get("default_norm_cfg", {"type": "BN"})
     if "default_norm_cfg" in cfg:
@@ -424,9 +498,18 @@ def _dcgan_discriminator(ctx: Ctx, path: str, cfg: dict[str, Any], out: dict[str
 # ----------------------------------------------------------------------------------------------------------------
 # Loss
 
-GAN_TYPES = {"hinge": "hinge", "vanilla": "vanilla", "wgan": "wgan", "wgan-logistic-ns": "vanilla"}
-IMPLICIT_LOSS = {"BigGAN": "hinge", "SNGAN": "hinge", "SAGAN": "hinge", "DCGAN": "vanilla"}
-"""MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN: hinge; DCGAN: BCE with logits)."""
+GAN_TYPES = {"hinge": "hinge", "vanilla": "vanilla", "wgan": "wgan", "wgan-logistic-ns": "vanilla", "lsgan": "lsgan"}
+IMPLICIT_LOSS = {
+    "BigGAN": "hinge",
+    "SNGAN": "hinge",
+    "SAGAN": "hinge",
+    "DCGAN": "vanilla",
+    "LSGAN": "lsgan",
+    "GGAN": "hinge",
+    "WGANGP": "wgan",
+}
+"""MMagic 1.x models whose train step hard-codes the loss (BigGAN/SAGAN/GGAN: hinge; DCGAN: BCE with logits;
+LSGAN: MSE to 1 for reals and 0 for fakes; WGANGP: WGAN plus its gradient penalty)."""
 _R1 = ("R1GradientPenalty", "R1GradientPenaltyComps")
 _GP = ("GradientPenaltyLoss", "GradientPenaltyLossComps")
 
@@ -438,6 +521,8 @@ def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int,
     out: dict[str, Any] = {}
     if model_type == "StyleGAN2":
         return _stylegan2_loss(ctx, d_scale, schedule)
+    if model_type == "WGANGP":
+        return _wgangp_loss(ctx)
     if model_type in IMPLICIT_LOSS:
         out["type"] = IMPLICIT_LOSS[model_type]
         ledger.converted("model.type", f"loss.type = {out['type']!r} (MMagic's {model_type} hard-codes it)")
@@ -483,6 +568,38 @@ def convert_loss(ctx: Ctx, loss_root: str, model_type: str | None, d_scale: int,
         key = f"{loss_root}.gen_auxiliary_loss" + ("[0]" if isinstance(gen_aux, (list, tuple)) else "")
         _path_regularizer_0x(ctx, key, items[0], out, schedule)
     return out
+
+
+def _wgangp_loss(ctx: Ctx) -> dict[str, Any]:
+    """MMagic's WGANGP hard-codes the WGAN loss and adds `loss_weight` (10) times the gradient penalty on
+    interpolates, normed over the whole image (`norm_mode` 'HWC')."""
+    ledger, root = ctx.ledger, "model.loss_config"
+    ledger.converted("model.type", "loss.type = 'wgan' (MMagic's WGANGP hard-codes it)")
+    mode = ctx.get(f"{root}.norm_mode", "HWC")
+    if mode != "HWC":
+        raise ctx.error(
+            f"{root}.norm_mode", f"{mode!r}: not supported (dsgan's gp_weight norms the whole image, 'HWC')"
+        )
+    weight = float(ctx.get(f"{root}.loss_weight", 10))
+    for name, became in (
+        ("norm_mode", "the whole-image norm of dsgan's gradient penalty"),
+        ("loss_weight", f"loss.gp_weight = {weight:g}"),
+    ):
+        if ctx.has(f"{root}.{name}"):
+            ledger.converted(f"{root}.{name}", became)
+    # MMagic's own configs write gp_loss_weight / gp_norm_mode, which its WGANGP never reads
+    for name, read in (("gp_loss_weight", "loss_weight"), ("gp_norm_mode", "norm_mode")):
+        if not ctx.has(f"{root}.{name}"):
+            continue
+        value = ctx.get(f"{root}.{name}")
+        used = weight if read == "loss_weight" else mode
+        ledger.ignored(f"{root}.{name}", f"never read by MMagic's WGANGP (it reads loss_config.{read}: {used!r})")
+        if value != used:
+            ledger.note(
+                f"{root}.{name}={value!r} has no effect in MMagic (its WGANGP reads loss_config.{read}), which "
+                f"trains with {used!r}; the conversion does the same (--set loss.gp_weight=... for another weight)"
+            )
+    return {"type": "wgan", "gp_weight": weight}
 
 
 def _path_regularizer_0x(ctx: Ctx, key: str, item: Any, out: dict[str, Any], schedule: Schedule) -> None:

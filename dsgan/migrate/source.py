@@ -1,13 +1,17 @@
 """Read an MMGeneration/MMagic Python config without executing it.
 
-The file is parsed with `ast` and only a small expression language is evaluated: literals, `dict()`/`list()`/
-`tuple()` (with `**` of a dict, as in `dict(type='Normalize', **img_norm_cfg)`), arithmetic on numbers (powers
-included, as StyleGAN2's `0.99**g_reg_ratio`; every result must be a finite real number within +-2**64),
-string/list concatenation, list repetition (`[127.5] * 3`) and names assigned earlier (in the file or its `_base_`
-files). Everything else (imports, attribute access, other calls, lambdas, comprehensions...) is refused with the file
-and line, so a config can never run code. `_base_` files are merged with MMEngine's rules: dicts merge recursively
-with the child winning, `_delete_=True` replaces the base dict, lists are replaced, and two bases may not define the
-same top-level key.
+The file is parsed with `ast` and only an expression language that cannot run code is evaluated: literals,
+`dict()`/`list()`/`tuple()` (with `**` of a dict, as in `dict(type='Normalize', **img_norm_cfg)`), arithmetic on
+numbers (unary minus and powers included, as StyleGAN2's `0.99**g_reg_ratio`; every result must be a finite real
+number within +-2**64), string/list/tuple concatenation, list/tuple repetition (`[127.5] * 3`), f-strings of such
+values, indexing (`pipeline[-2]['params']`), names assigned earlier (in the file or its `_base_` files) and MMEngine's
+`_base_.name.key` for the bases' variables. Statements are assignments: chained (`a = b = 1`), unpacking
+(`lo, hi = 1, 4`), annotated, augmented (`x += [...]`) and into an item of a name or of a base variable
+(`pipeline[2]['scale'] = (64, 64)`, `_base_.train_dataloader.batch_size = 8`). Everything else (imports, other
+attribute access, calls other than dict/list/tuple, lambdas, comprehensions, loops, conditions...) is refused with the
+file and line, so a config can never run code; so is any statement that builds or reads more than a million items.
+`_base_` files are merged with MMEngine's rules: dicts merge recursively with the child winning, `_delete_=True`
+replaces the base dict, lists are replaced, and two bases may not define the same top-level key.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import ast
 import copy
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dsgan.errors import ConfigError
+from dsgan.migrate.ledger import show
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -35,7 +41,6 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 _REFUSED = {
     ast.Attribute: "attribute access",
-    ast.Subscript: "subscript",
     ast.Lambda: "lambda",
     ast.ListComp: "list comprehension",
     ast.SetComp: "set comprehension",
@@ -49,10 +54,19 @@ _REFUSED = {
     ast.Await: "await",
     ast.Yield: "yield",
     ast.YieldFrom: "yield",
+    ast.For: "a `for` loop",
+    ast.While: "a `while` loop",
+    ast.If: "an `if` statement",
+    ast.FunctionDef: "a function definition",
+    ast.ClassDef: "a class definition",
+    ast.Delete: "a `del` statement",
+    ast.With: "a `with` statement",
 }
 _INT_BITS = 64
 """Arithmetic results are bounded by +-2**64 (beyond any count or seed a config holds): without a bound,
 `x = 9**9**9` or `x = x * x` repeated would build numbers until the reader hangs or runs out of memory."""
+_MAX_FORMAT = 1000
+"""The largest width or precision an f-string's format spec may ask for."""
 _MAX_SIZE = 1_000_000
 """Characters plus container items one statement may build or read: real configs hold a few thousand, and the
 limit stops `s = s + s` or `a = [a, a]` repeated from doubling a value until memory runs out."""
@@ -180,9 +194,9 @@ class _Evaluator:
 
     def refuse(self, node: ast.AST, what: str) -> ConfigError:
         return ConfigError(
-            f"{self.path}:{getattr(node, 'lineno', '?')}: {what} is not allowed: configs are read without running "
-            "them, so only literals, dict()/list()/tuple(), arithmetic, string concatenation and names assigned "
-            "earlier are understood"
+            f"{self.path}:{getattr(node, 'lineno', '?')}: {what} is not supported: configs are read without running "
+            "them, so only literals, dict()/list()/tuple(), arithmetic, concatenation, repetition, indexing, "
+            "f-strings and names assigned earlier are understood"
         )
 
     def too_large(self, node: ast.AST) -> ConfigError:
@@ -196,7 +210,7 @@ class _Evaluator:
         for stmt in tree.body:
             for name, value in self.statement(stmt):
                 self.scope[name] = value
-                for read in self.reads:
+                for read in self.reads - {name}:  # `x += [...]` reads x itself
                     used_by.setdefault(read, set()).add(name)
         self.scope.pop("_base_", None)
         return self.scope
@@ -211,17 +225,88 @@ class _Evaluator:
             raise self._import_error(stmt)
         if isinstance(stmt, ast.With) and "read_base" in ast.unparse(stmt.items[0].context_expr):
             raise self._import_error(stmt)
-        if not isinstance(stmt, ast.Assign):
-            raise self.refuse(stmt, f"a `{type(stmt).__name__}` statement")
-        names = []
-        for target in stmt.targets:
-            if not isinstance(target, ast.Name):
-                raise self.refuse(target, f"assignment to `{ast.unparse(target)}`")
-            names.append(target.id)
-        value = self.eval(stmt.value)
+        match stmt:
+            case ast.Assign(targets=targets, value=node):
+                value = self._bounded(stmt, self.eval(node))
+                return [pair for target in targets for pair in self._bind(target, value)]
+            case ast.AnnAssign(target=target, value=node) if node is not None:  # the annotation is not evaluated
+                return self._bind(target, self._bounded(stmt, self.eval(node)))
+            case ast.AugAssign(target=target, op=op, value=node) if type(op) in _BINARY:
+                if not isinstance(target, (ast.Name, ast.Subscript)):
+                    raise self._target_error(target)
+                value = self._binary(stmt, op, self.eval(target), self.eval(node))
+                return self._bind(target, self._bounded(stmt, value))
+        what = _REFUSED.get(type(stmt), f"a `{type(stmt).__name__}` statement")
+        raise self.refuse(stmt, what)
+
+    def _bounded(self, stmt: ast.AST, value: Any) -> Any:
         if _size(value) > _MAX_SIZE:
             raise self.too_large(stmt)
-        return [(name, copy.deepcopy(value)) for name in names]
+        return value
+
+    def _bind(self, target: ast.expr, value: Any) -> list[tuple[str, Any]]:
+        """`name = v`, `a, b = v` (a tuple or list of as many items) or `name[k1][k2] = v` (an item of a value
+        bound earlier, as MMagic's `train_pipeline[-2]['params']['quality'] = ...`)."""
+        match target:
+            case ast.Name(id=name):
+                return [(name, copy.deepcopy(value))]
+            case ast.Tuple(elts=elts) | ast.List(elts=elts) if not any(isinstance(e, ast.Starred) for e in elts):
+                if not isinstance(value, (list, tuple)) or len(value) != len(elts):
+                    raise ConfigError(
+                        f"{self.path}:{target.lineno}: cannot unpack {show(value)} into {len(elts)} names"
+                    )
+                return [pair for e, item in zip(elts, value, strict=True) for pair in self._bind(e, item)]
+            case ast.Subscript() | ast.Attribute():
+                name, whole, keys = self._reference(target)
+                in_base = _root(target) == "_base_"
+                if not keys:  # `_base_.name = v`
+                    whole = copy.deepcopy(value)
+                container = whole
+                for node, key in keys[:-1]:
+                    container = self._index(node, container, key)
+                if keys:
+                    node, key = keys[-1]
+                    in_dict = isinstance(container, dict) and isinstance(key, (str, int, float, bool))
+                    in_list = (
+                        isinstance(container, list) and type(key) is int and -len(container) <= key < len(container)
+                    )
+                    if not in_dict and not in_list:
+                        where = f"{self.path}:{node.lineno}: `{ast.unparse(node)}`"
+                        raise ConfigError(f"{where}: cannot set item {key!r} of {show(container)}")
+                    container[key] = copy.deepcopy(value)
+                whole = self._bounded(target, whole)
+                if in_base:
+                    # MMEngine changes the bases' variable itself; this file's own value of the name, if any, is
+                    # still merged over it
+                    self.outer[name] = whole
+                    return []
+                return [(name, whole)]
+        raise self._target_error(target)
+
+    def _reference(self, target: ast.Subscript | ast.Attribute) -> tuple[str, Any, list[tuple[ast.expr, Any]]]:
+        """`name[k]...` or `_base_.name.k[i]...` as an assignment target: the top-level name, a copy of its value,
+        and the keys that lead from it to the item (each with the node that gives it). `_base_.xxx` is MMEngine's
+        name for a variable of the _base_ files; its attributes are dict keys, as in MMEngine's ConfigDict."""
+        keys: list[tuple[ast.expr, Any]] = []
+        node: ast.expr = target
+        while isinstance(node, (ast.Subscript, ast.Attribute)):
+            keys.append((node, self.eval(node.slice) if isinstance(node, ast.Subscript) else node.attr))
+            node = node.value
+        keys.reverse()
+        if isinstance(node, ast.Name) and node.id == "_base_" and isinstance(keys[0][0], ast.Attribute):
+            (first, name), keys = keys[0], keys[1:]
+            return name, self._base_variable(first, name), keys
+        if isinstance(node, ast.Name) and not any(isinstance(n, ast.Attribute) for n, _ in keys):
+            return node.id, self._name(node, node.id), keys
+        raise self._target_error(target)
+
+    def _base_variable(self, node: ast.expr, name: str) -> Any:
+        if name not in self.outer:
+            raise ConfigError(f"{self.path}:{node.lineno}: `_base_.{name}`: the _base_ files define no {name!r}")
+        return self._read(node, self.outer, name)
+
+    def _target_error(self, target: ast.expr) -> ConfigError:
+        return self.refuse(target, f"assignment to `{ast.unparse(target)}`")
 
     def _import_error(self, stmt: ast.stmt) -> ConfigError:
         text = ast.unparse(stmt).splitlines()[0]
@@ -239,10 +324,13 @@ class _Evaluator:
                     return value
                 raise self.refuse(node, f"the literal {value!r}")
             case ast.JoinedStr(values=parts):
-                texts = [p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)]
-                if len(texts) == len(parts):
-                    return "".join(texts)
-                raise self.refuse(node, "an f-string with expressions")
+                return "".join(self._fstring_part(p) for p in parts)
+            case ast.Subscript(value=container, slice=key):
+                return copy.deepcopy(self._index(node, self.eval(container), self.eval(key)))
+            case ast.Attribute(value=ast.Name(id="_base_"), attr=name):
+                return self._base_variable(node, name)
+            case ast.Attribute(value=container, attr=key) if _root(container) == "_base_":
+                return copy.deepcopy(self._index(node, self.eval(container), key))
             case ast.List(elts=elts):
                 return [self.eval(e) for e in elts]
             case ast.Tuple(elts=elts):
@@ -269,14 +357,52 @@ class _Evaluator:
             what = f"attribute access (`{ast.unparse(node)}`)"
         raise self.refuse(node, what)
 
+    def _fstring_part(self, part: ast.expr) -> str:
+        """A literal piece, or `{value}` / `{value!r}` / `{value:spec}` of a number, string, bool or None."""
+        if isinstance(part, ast.Constant) and isinstance(part.value, str):
+            return part.value
+        assert isinstance(part, ast.FormattedValue), type(part)
+        value = self.eval(part.value)
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise self.refuse(part, f"an f-string of {show(value)} (only numbers and strings are formatted)")
+        if part.conversion in (ord("r"), ord("a")):
+            value = repr(value)
+        spec = "" if part.format_spec is None else self.eval(part.format_spec)
+        # a width or precision is the size of the text it makes: bound it before formatting (f'{1:999999999}')
+        if any(int(n) > _MAX_FORMAT for n in re.findall(r"\d+", spec)):
+            raise ConfigError(f"{self.path}:{part.lineno}: f-string format {spec!r}: wider than {_MAX_FORMAT}, refused")
+        try:
+            text = format(value, spec)
+        except ValueError as exc:
+            raise ConfigError(f"{self.path}:{part.lineno}: f-string format {spec!r}: {exc}") from None
+        self.budget -= len(text)
+        if self.budget < 0:
+            raise self.too_large(part)
+        return text
+
+    def _index(self, node: ast.expr, container: Any, key: Any) -> Any:
+        """`container[key]`: an item of a list, tuple or string by integer position, or of a dict by key."""
+        if isinstance(container, dict) and isinstance(key, (str, int, float, bool)) and key in container:
+            return container[key]
+        if isinstance(container, (list, tuple, str)) and type(key) is int and -len(container) <= key < len(container):
+            return container[key]
+        raise ConfigError(
+            f"{self.path}:{getattr(node, 'lineno', '?')}: `{ast.unparse(node)}`: no item {key!r} in {show(container)}"
+        )
+
+    def _read(self, node: ast.expr, scope: dict[str, Any], name: str) -> Any:
+        """A copy of a bound value, counted against the statement's budget (reading a big value many times builds
+        as much as writing it)."""
+        self.reads.add(name)
+        self.budget -= _size(scope[name])
+        if self.budget < 0:
+            raise self.too_large(node)
+        return copy.deepcopy(scope[name])
+
     def _name(self, node: ast.Name, name: str) -> Any:
         for scope in (self.scope, self.outer):
             if name in scope:
-                self.reads.add(name)
-                self.budget -= _size(scope[name])
-                if self.budget < 0:
-                    raise self.too_large(node)
-                return copy.deepcopy(scope[name])
+                return self._read(node, scope, name)
         raise ConfigError(
             f"{self.path}:{node.lineno}: name {name!r} is not defined (only names assigned earlier in this file or "
             "in its _base_ files can be used)"
@@ -307,9 +433,10 @@ class _Evaluator:
             text = ast.unparse(node)
             raise self.refuse(node, f"a call (`{text if len(text) <= 80 else text[:77] + '...'}`)")
         if name == "dict":
-            if node.args:
-                raise self.refuse(node, "dict() with positional arguments")
-            out: dict[str, Any] = {}
+            if len(node.args) > 1:
+                raise self.refuse(node, "dict() with more than one positional argument")
+            # dict({'8': ...}, k=v), as mmgen's StyleGAN1 per-scale schedules write their (string) keys
+            out: dict[Any, Any] = self._mapping(node.args[0]) if node.args else {}
             for kw in node.keywords:
                 items = self._mapping(kw.value) if kw.arg is None else {kw.arg: self.eval(kw.value)}
                 for key in items:
@@ -324,14 +451,18 @@ class _Evaluator:
             raise self.refuse(node, f"{name}() of {elements!r}")
         return list(elements) if name == "list" else tuple(elements)
 
-    def _binary(self, node: ast.BinOp, op: ast.operator, left: Any, right: Any) -> Any:
+    def _binary(self, node: ast.BinOp | ast.AugAssign, op: ast.operator, left: Any, right: Any) -> Any:
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
         joinable = isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple))
-        # `[127.5] * 3`, as mmgen's Normalize steps write their mean and std
+        # `[127.5] * 3`, as mmgen's Normalize steps write their mean and std (or `3 * [127.5]`)
+        if isinstance(op, ast.Mult) and type(left) is int and isinstance(right, (list, tuple)):
+            left, right = right, left
         repeated = isinstance(op, ast.Mult) and isinstance(left, (list, tuple)) and type(right) is int
         if not numbers and not joinable and not repeated:
             raise self.refuse(
-                node, f"`{ast.unparse(node)}` (arithmetic is for numbers, + joins strings and lists, * repeats lists)"
+                node,
+                f"`{ast.unparse(node)}` (arithmetic is for numbers, + joins strings, lists and tuples, * repeats "
+                "lists and tuples)",
             )
         if repeated:
             if len(left) * max(right, 0) > _MAX_SIZE:
@@ -356,12 +487,19 @@ class _Evaluator:
             raise self.out_of_range(node, op)  # complex: a negative number to a fractional power
         return value
 
-    def out_of_range(self, node: ast.BinOp, op: ast.operator) -> ConfigError:
+    def out_of_range(self, node: ast.BinOp | ast.AugAssign, op: ast.operator) -> ConfigError:
         what = "the power" if isinstance(op, ast.Pow) else "the arithmetic"
         return ConfigError(
             f"{self.path}:{node.lineno}: {what} `{ast.unparse(node)}` is refused: its result is not a finite real "
             f"number within +-2**{_INT_BITS} (no config holds one, and computing such numbers can hang the reader)"
         )
+
+
+def _root(node: ast.expr) -> str | None:
+    """The name a chain of subscripts and attributes starts from (`_base_` in `_base_.a[0].b`)."""
+    while isinstance(node, (ast.Subscript, ast.Attribute)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _size(value: Any) -> int:

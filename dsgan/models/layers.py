@@ -122,12 +122,13 @@ class BatchNorm(nn.Module):
         shift: CondMap | None = None,
         eps: float = 1e-5,
         momentum: float = 0.1,
+        affine: bool = True,
     ) -> None:
         super().__init__()
         assert (gain is None) == (shift is None), "conditional BatchNorm takes both a gain and a shift map"
         self.eps, self.momentum = eps, momentum
         self.gain, self.shift = gain, shift
-        affine = gain is None
+        affine = affine and gain is None  # affine=False: normalisation only (a caller applies its own scale)
         self.weight = nn.Parameter(torch.ones(channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
         self.register_buffer("running_mean", torch.zeros(channels))
@@ -177,11 +178,15 @@ class SelfAttention(nn.Module):
 
 Norm = Callable[[int], BatchNorm]
 """Builds the (conditional) BatchNorm of a block for a channel count."""
+Layer = Callable[[torch.Tensor], torch.Tensor]
+CondLayer = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""A layer called with a condition (a conditional BatchNorm)."""
 
 
 class ResBlockUp(nn.Module):
-    """Generator residual block of SNGAN (Miyato et al. 2018) and BigGAN (Brock et al. 2019, fig. 15b):
-    BN-act-up-conv3x3-BN-act-conv3x3, plus a nearest-upsampled 1x1-conv shortcut. Both BNs see the same condition."""
+    """Generator residual block of BigGAN (Brock et al. 2019, fig. 15b; SNGAN's, whose layers sngan.py names as
+    MMagic does, computes the same): BN-act-up-conv3x3-BN-act-conv3x3, plus a nearest-upsampled 1x1-conv shortcut.
+    Both BNs see the same condition."""
 
     def __init__(self, in_ch: int, out_ch: int, norm: Norm, act: nn.Module, sn_eps: float | None) -> None:
         super().__init__()
@@ -192,13 +197,11 @@ class ResBlockUp(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        h = F.interpolate(self.act(self.bn1(x, cond)), scale_factor=2, mode="nearest")
-        h = self.conv2(self.act(self.bn2(self.conv1(h), cond)))
-        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return residual_up(x, cond, self.bn1, self.bn2, self.conv1, self.conv2, self.shortcut, self.act)
 
 
 class ResBlockDown(nn.Module):
-    """Discriminator residual block of SNGAN and BigGAN (fig. 15c): act-conv3x3-act-conv3x3-avgpool, shortcut
+    """Discriminator residual block of BigGAN and SNGAN (fig. 15c): act-conv3x3-act-conv3x3-avgpool, shortcut
     1x1-conv then avgpool. The head block (SNGAN's "optimized block") skips the first activation, since its input is
     the image, and pools before its shortcut conv. The activation is never in place: its input feeds the shortcut."""
 
@@ -212,15 +215,38 @@ class ResBlockDown(nn.Module):
         self.shortcut = SNConv2d(in_ch, out_ch, 1, sn_eps=sn_eps) if learnable else None
         self.act, self.downsample, self.head = act, downsample, head
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, 2) if self.downsample else x
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._pool(self.conv2(self.act(self.conv1(x if self.head else self.act(x)))))
-        if self.shortcut is None:
-            return h + x
-        sc = self.shortcut(self._pool(x)) if self.head else self._pool(self.shortcut(x))
-        return h + sc
+        return residual_down(x, self.conv1, self.conv2, self.shortcut, self.act, self.downsample, self.head)
+
+
+def residual_up(
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    norm1: CondLayer,
+    norm2: CondLayer,
+    conv1: Layer,
+    conv2: Layer,
+    shortcut: Layer,
+    act: Layer,
+) -> torch.Tensor:
+    """The up-block's computation, for blocks that name their layers differently (BigGAN's, MMagic's SNGAN's)."""
+    h = F.interpolate(act(norm1(x, cond)), scale_factor=2, mode="nearest")
+    h = conv2(act(norm2(conv1(h), cond)))
+    return h + shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def residual_down(
+    x: torch.Tensor, conv1: Layer, conv2: Layer, shortcut: Layer | None, act: Layer, downsample: bool, head: bool
+) -> torch.Tensor:
+    """The down-block's computation (see ResBlockDown), for blocks that name their layers differently."""
+
+    def pool(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, 2) if downsample else t
+
+    h = pool(conv2(act(conv1(x if head else act(x)))))
+    if shortcut is None:
+        return h + x
+    return h + (shortcut(pool(x)) if head else pool(shortcut(x)))
 
 
 def init_weights(module: nn.Module, init_type: str) -> None:

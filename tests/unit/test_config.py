@@ -192,7 +192,7 @@ CASES = [
     ("unknown-extension", {"run.ini": "[run]\n"}, [], "unknown config format"),
     ("missing-config-file", {}, [], "run.yaml: file not found"),
     ("image-folder-without-root", run_yaml(data="{type: image_folder}"), [], "data.root"),
-    ("unknown-loss", run_yaml(loss="{type: lsgan}"), [], "loss.type"),
+    ("unknown-loss", run_yaml(loss="{type: relativistic}"), [], "loss.type"),
     (
         "wgan-without-constraint",
         run_yaml(loss="{type: wgan}"),

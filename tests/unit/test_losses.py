@@ -33,6 +33,8 @@ def softplus(x: float) -> float:
         ),
         # D: mean D(G(z)) - mean D(x); G: -mean D(G(z))
         ("wgan", -0.5, -1.25, 1.25),
+        # D: mean (D(x) - 1)^2 = (1 + 4) / 2, mean D(G(z))^2 = (0.25 + 9) / 2; G: mean (D(G(z)) - 1)^2 = (0.25 + 16) / 2
+        ("lsgan", 2.5, 4.625, 8.125),
     ],
 )
 def test_losses_hand_computed(loss_type, real_term, fake_term, g_term):
@@ -53,9 +55,9 @@ def test_parts_detached_and_bf16_logits_reduced_in_fp32():
 
 def test_unknown_loss_type():
     with pytest.raises(ValueError, match="unknown loss type"):
-        d_loss("lsgan", REAL, FAKE)
+        d_loss("relativistic", REAL, FAKE)
     with pytest.raises(ValueError, match="unknown loss type"):
-        g_loss("lsgan", FAKE)
+        g_loss("relativistic", FAKE)
 
 
 class TinyD(nn.Module):

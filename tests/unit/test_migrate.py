@@ -161,7 +161,21 @@ def test_every_key_is_classified_even_unknown_ones(write) -> None:
         ("x = (lambda: 1)()", "a call (`(lambda: 1)()`)"),
         ("x = lambda: 1", "lambda"),
         ("x = [i for i in range(3)]", "list comprehension"),
-        ('x = f\'{open("{marker}", "w")}\'', "an f-string with expressions"),
+        ('x = f\'{open("{marker}", "w")}\'', "a call (`open("),
+        ("x = f'{[1]}'", "an f-string of [1] (only numbers and strings are formatted)"),
+        ("x = [1][0].__class__", "attribute access (`[1][0].__class__`)"),
+        ("x = max(1, 2)", "a call (`max(1, 2)`)"),
+        ("x = [i for i in [1, 2]]", "list comprehension"),
+        ("x = {k: 1 for k in 'ab'}", "dict comprehension"),
+        ("x = [*[1]]", "unpacking (*)"),
+        ("x = {1, 2}", "a set literal"),
+        ("x = 1 < 2", "comparison"),
+        ("for i in [1]:\n    y = i", "a `for` loop"),
+        ("if 1:\n    y = 1", "an `if` statement"),
+        ("def f():\n    pass", "a function definition"),
+        ("model.type = 'x'", "assignment to `model.type`"),
+        ("model['type'].x = 1", "assignment to `model['type'].x`"),
+        ("x = [1] + (2,)", "`[1] + (2,)` (arithmetic is for numbers"),
         ("import os", "an import (`import os`)"),
         ("x = {{_base_.model}}", "`{{_base_.xxx}}` substitution"),
         ("x = 1 if True else 2", "conditional expression"),
@@ -184,12 +198,20 @@ def test_anything_but_literals_is_refused_with_file_and_line(write, tmp_path, li
         ("x = " + "+".join(["1"] * 100_000), "nested too deeply"),
         ("s = 'x'\n" + "s = s + s\n" * 40, "more than 1,000,000 items"),
         ("a = [1]\n" + "a = [a, a, a, a, a, a, a, a, a, a]\n" * 8, "more than 1,000,000 items"),
+        ("x = f'{\"" + "x" * 600_000 + '"}{"' + "x" * 600_000 + "\"}'", "more than 1,000,000 items"),
     ],
-    ids=["deep", "doubling", "fan-out"],
+    ids=["deep", "doubling", "fan-out", "f-string"],
 )
 def test_configs_that_would_exhaust_the_reader_are_refused(write, text, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_source(write("huge.py", text + "\n"))
+
+
+def test_reading_a_base_variable_counts_against_the_size_bound(write) -> None:
+    write("base.py", "big = [0] * 200_000\n")
+    path = write("child.py", "_base_ = './base.py'\nx = [" + ", ".join(["_base_.big"] * 6) + "]\n")
+    with pytest.raises(ConfigError, match=r"child.py:2: .*more than 1,000,000 items"):
+        load_source(path)
 
 
 def test_malicious_config_is_refused_and_nothing_runs(write, tmp_path, capsys) -> None:
@@ -227,6 +249,72 @@ def test_names_arithmetic_and_unpacking_are_evaluated(write) -> None:
     assert values["d"] == [1, 2, 3]
     assert values["e"] == 5e-5
     assert load_source(path).used_by["norm"] == {"a", "b"}
+
+
+def test_constructs_of_upstream_configs_are_evaluated(write) -> None:
+    """Every construct the census in README.md counts as evaluable, each as upstream configs write it."""
+    write(
+        "base.py",
+        """
+        train_dataloader = dict(dataset=dict(pipeline=[dict(type='Load'), dict(type='Resize', scale=(128, 128))]))
+        model = dict(type='BigGAN')
+        """,
+    )
+    path = write(
+        "child.py",
+        """
+        _base_ = './base.py'
+        scale_min, scale_max = 1, 4                    # unpacking
+        a = b = [127.5] * 3                            # chained assignment, repetition
+        c = 3 * (1,) + (2,)                            # repetition on the right, tuple concatenation
+        name = 'celeba'
+        d = f'data/{name}_{scale_max:03d}_{-1.5!r}'    # f-strings of names and numbers
+        pipe = [dict(type='A'), dict(type='B', params=dict(q=1))]
+        pipe[-1]['params']['q'] = [scale_min, scale_max]   # an item of an earlier name
+        pipe += [dict(type='C')]                       # augmented assignment
+        e = pipe[1]['type']                            # indexing
+        f: float = 0.5                                 # annotated assignment (the annotation is not evaluated)
+        g = -scale_max ** 2 + 0.99 ** (1 / 5)          # unary minus, powers
+        h = dict({'8': 0.0015}, **dict(x=1))           # dict() of a dict, and ** unpacking
+        train_dataloader = dict(batch_size=4)
+        _base_.train_dataloader.dataset.pipeline[1].scale = (256, 256)   # MMEngine's _base_ variables
+        _base_.model = dict(type='SNGAN')
+        i = _base_.model.type
+        """,
+    )
+    values = load_source(path).values
+    assert (values["scale_min"], values["scale_max"]) == (1, 4)
+    assert values["a"] == values["b"] == [127.5, 127.5, 127.5]
+    assert values["c"] == (1, 1, 1, 2)
+    assert values["d"] == "data/celeba_004_-1.5"
+    assert values["pipe"] == [{"type": "A"}, {"type": "B", "params": {"q": [1, 4]}}, {"type": "C"}]
+    assert (values["e"], values["f"]) == ("B", 0.5)
+    assert values["g"] == pytest.approx(-16 + 0.99**0.2)
+    assert values["h"] == {"8": 0.0015, "x": 1}
+    # the bases' value changed, this file's own keys merged over it
+    assert values["train_dataloader"]["dataset"]["pipeline"][1] == {"type": "Resize", "scale": (256, 256)}
+    assert values["train_dataloader"]["batch_size"] == 4
+    assert values["i"] == values["model"]["type"] == "SNGAN"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a, b = [1, 2, 3]", "cannot unpack [1, 2, 3] into 2 names"),
+        ("x = [1]\nx[5] = 0", "`x[5]`: cannot set item 5 of [1]"),
+        ("x = dict(a=1)['b']", "no item 'b' in {'a': 1}"),
+        ("x = _base_.nothing", "`_base_.nothing`: the _base_ files define no 'nothing'"),
+        ("x = [0] * 2_000_000", "more than 1,000,000 items"),
+        ("x = 2_000_000 * [0]", "more than 1,000,000 items"),
+        ("x = [0] * 1000\nx *= 2000", "more than 1,000,000 items"),
+        ("x = 10.0 ** 400", "the power `10.0 ** 400` is refused"),
+        ("x = f'{1:999999999}'", "f-string format '999999999': wider than 1000, refused"),
+        ("x = f'{1:.5000f}'", "f-string format '.5000f': wider than 1000, refused"),
+    ],
+)
+def test_evaluable_constructs_with_bad_values_are_refused(write, text, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_source(write("bad.py", text + "\n"))
 
 
 def test_undefined_name_is_refused(write) -> None:
@@ -287,8 +375,32 @@ def test_version_evidence_and_mixed_configs(write) -> None:
     m = migrate(write("v0.py", V0_DCGAN))
     assert m.version == "0.x" and "train_cfg.disc_steps" in m.evidence and "total_iters" in m.evidence
     assert "optim_wrapper" in migrate(write("v1.py", V1_DCGAN)).evidence
-    with pytest.raises(ConfigError, match="mixes MMGeneration 0.x keys .*total_iters.* with 1.x/MMagic keys"):
-        migrate(write("mixed.py", V1_DCGAN + "total_iters = 10\n"))
+    # keys of the other version inside what the framework reads (model, train_cfg) change its training: refused
+    with pytest.raises(ConfigError, match=r"model.type='DCGAN' is a .*MMagic model, but train_cfg.disc_steps belong"):
+        migrate(write("mixed.py", V1_DCGAN + "train_cfg = dict(disc_steps=5)\n"))
+    # without a model type, the top-level keys decide, and both kinds are ambiguous
+    no_type = V1_DCGAN.replace("type='DCGAN',", "")
+    with pytest.raises(ConfigError, match=r"mixes MMGeneration 0.x keys \(total_iters\) .*names no model type"):
+        migrate(write("ambiguous.py", no_type + "total_iters = 10\n"))
+    # a model type of neither framework's GANs is refused by name, whatever else the config holds
+    custom = V1_DCGAN.replace("type='DCGAN',", "type='Pix2Pix', gan_loss=dict(type='GANLoss'),")
+    with pytest.raises(ConfigError, match=r"model.type: not supported yet: 'Pix2Pix' \(supported MMGeneration 0.x"):
+        migrate(write("custom.py", custom))
+
+
+def test_stray_variables_of_the_other_version_are_ignored(write, tmp_path) -> None:
+    """MMEngine's Runner never reads `total_iters`, `data` or `checkpoint_config`: a 1.x config that defines them
+    (as MMagic's LSGAN configs define `total_iters` to compute max_iters) converts, and the report names them."""
+    text = V1_DCGAN.replace("max_iters=400", "max_iters=total_iters * disc_step")
+    text = "total_iters = 100\ndisc_step = 4\n" + text + "data = dict(samples_per_gpu=64)\ncheckpoint_config = {}\n"
+    m = migrate(write("stray.py", text))
+    assert m.version == "1.x" and m.config.run.total_iters == 400
+    for key in ("total_iters", "data", "checkpoint_config"):
+        kind, reason = m.ledger.classify(key)
+        assert kind == "ignored" and "a stray variable: MMGeneration 1.x / MMagic never reads" in reason, key
+    # the same the other way round: a 0.x config with a helper named like a 1.x key
+    m = migrate(write("stray0.py", V0_DCGAN + "optim_wrapper = dict(lr=1)\n"))
+    assert m.version == "0.x" and m.ledger.classify("optim_wrapper")[0] == "ignored"
 
 
 def test_0x_disc_steps_not_a_multiple_of_accumulation_is_refused(write) -> None:
@@ -469,8 +581,10 @@ def test_r1_penalty_conventions(write) -> None:
 def test_gan_loss_types(write) -> None:
     ns = migrate(child_of(write, V0_DCGAN, "model = dict(gan_loss=dict(gan_type='wgan-logistic-ns'))\n", "a.py"))
     assert ns.config.loss.type == "vanilla"
-    with pytest.raises(ConfigError, match=r"not supported yet: .*'lsgan'.* hinge, vanilla, wgan, wgan-logistic-ns"):
-        migrate(child_of(write, V0_DCGAN, "model = dict(gan_loss=dict(gan_type='lsgan'))\n", "b.py"))
+    ls = migrate(child_of(write, V0_DCGAN, "model = dict(gan_loss=dict(gan_type='lsgan'))\n", "b.py"))
+    assert ls.config.loss.type == "lsgan"
+    with pytest.raises(ConfigError, match=r"not supported yet: .*'smgan'.* wgan-logistic-ns, lsgan"):
+        migrate(child_of(write, V0_DCGAN, "model = dict(gan_loss=dict(gan_type='smgan'))\n", "c.py"))
     assert migrate(write("dc.py", V1_DCGAN)).config.loss.type == "vanilla"  # MMagic's DCGAN: BCE with logits
 
 

@@ -19,14 +19,14 @@ BIGGAN_SLOTS = {32: 4, 64: 5, 128: 6, 256: 7}
 def pairs(num_classes: int) -> list[tuple[BaseModel, BaseModel]]:
     """Every architecture at every supported scale, narrow enough for CPU tests."""
     out = []
-    for s in (16, 32, 64):
+    for s in (16, 32, 64, 128):
         out.append(
             (
                 c.DCGANGenerator(output_scale=s, noise_size=8, num_classes=num_classes, base_channels=4),
                 c.DCGANDiscriminator(input_scale=s, num_classes=num_classes, base_channels=4, with_spectral_norm=True),
             )
         )
-    for s in (32, 64):
+    for s in (32, 64, 128):
         out.append(
             (
                 c.SNGANGenerator(output_scale=s, noise_size=8, num_classes=num_classes, base_channels=4),
@@ -63,6 +63,10 @@ def first_conv(module: nn.Module) -> nn.Conv2d:
     return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
+def first_linear(module: nn.Module) -> nn.Linear:
+    return next(m for m in module.modules() if isinstance(m, nn.Linear))
+
+
 def cast_params(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     """What a bf16 DeepSpeed engine does: parameters cast, buffers left fp32."""
     for p in module.parameters():
@@ -86,7 +90,7 @@ def test_shapes_and_gradients(g_cfg, d_cfg):
     for name, module in (("G", g), ("D", d)):
         missing = [n for n, p in module.named_parameters() if p.grad is None]
         assert not missing, f"{name}: no gradient for {missing}"
-    assert g.fc.weight.grad.abs().sum() > 0
+    assert first_linear(g).weight.grad.abs().sum() > 0
     assert first_conv(d).weight.grad.abs().sum() > 0
 
 
@@ -113,7 +117,7 @@ def test_bf16_parameters_fp32_inputs(g_cfg, d_cfg):
     logits = d(fake, y)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     logits.sum().backward()
-    assert g.fc.weight.grad.dtype == torch.bfloat16 and g.fc.weight.grad.abs().sum() > 0
+    assert first_linear(g).weight.grad.dtype == torch.bfloat16 and first_linear(g).weight.grad.abs().sum() > 0
     assert all(b.dtype in (torch.float32, torch.int64) for b in [*g.buffers(), *d.buffers()])
 
 
@@ -127,7 +131,7 @@ def test_autocast(g_cfg, d_cfg):
         logits = d(g(z, y), y)
     assert torch.isfinite(logits).all()
     logits.sum().backward()
-    assert g.fc.weight.grad.dtype == torch.float32 and g.fc.weight.grad.abs().sum() > 0
+    assert first_linear(g).weight.grad.dtype == torch.float32 and first_linear(g).weight.grad.abs().sum() > 0
     assert all(m.u.dtype == torch.float32 for m in g.modules() if isinstance(m, SpectralNorm))
 
 
@@ -145,6 +149,168 @@ def test_eval_mode_is_deterministic_and_freezes_buffers():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def mmagic_sngan_parameters(scale: int, base: int, num_classes: int, noise: int) -> tuple[dict, dict]:
+    """Parameter names and shapes of MMagic's SNGANGenerator / ProjDiscriminator (0a560bb, default arguments), from
+    their definitions, not from dsgan's modules: `_default_channels_cfg` (G) and `_defualt_channels_cfg` /
+    `_defualt_downsample_cfg` (D) in mmagic/models/editors/sagan/, and the layers of sagan_modules.py:
+    SNGANGenResBlock = conv_1 3x3 in->out, conv_2 3x3 out->out, shortcut 1x1 in->out (G always upsamples, so it is
+    always learnable), norm_1 / norm_2 = SNConditionNorm (BN without affine + weight/bias embeddings of num_classes x
+    C when conditional, affine BN otherwise); SNGANDiscHeadResBlock (`from_rgb`) = conv_1, conv_2, shortcut;
+    SNGANDiscResBlock = conv_1, conv_2, and a shortcut when in != out or it downsamples; every conv has a bias and
+    sits in an mmcv ConvModule (`.conv`), spectrally normalised in D by torch (`weight_orig`). G: noise2feat
+    Linear(noise, 16 * C0), to_rgb = ConvModule(norm, act, conv): `bn` (affine) and a 3x3 conv to 3 channels. D:
+    decision Linear(C, 1), proj_y Embedding(num_classes, C), both spectrally normalised."""
+    g_factors = {32: [1, 1, 1], 64: [16, 8, 4, 2], 128: [16, 16, 8, 4, 2]}[scale]
+    d_factors, d_down = {
+        32: ([1, 1, 1], [True, False, False]),
+        64: ([2, 4, 8, 16], [True, True, True, True]),
+        128: ([2, 4, 8, 16, 16], [True, True, True, True, False]),
+    }[scale]
+
+    def conv(name: str, i: int, o: int, k: int, weight: str = "weight") -> dict:
+        return {f"{name}.conv.{weight}": (o, i, k, k), f"{name}.conv.bias": (o,)}
+
+    def norm(name: str, ch: int) -> dict:
+        if num_classes:
+            return {
+                f"{name}.weight_embedding.weight": (num_classes, ch),
+                f"{name}.bias_embedding.weight": (num_classes, ch),
+            }
+        return {f"{name}.norm.weight": (ch,), f"{name}.norm.bias": (ch,)}
+
+    g = {"noise2feat.weight": (16 * base * g_factors[0], noise), "noise2feat.bias": (16 * base * g_factors[0],)}
+    for i, f_in in enumerate(g_factors):
+        c_in, c_out = f_in * base, (g_factors[i + 1] if i + 1 < len(g_factors) else 1) * base
+        b = f"conv_blocks.{i}"
+        g |= conv(f"{b}.conv_1", c_in, c_out, 3) | conv(f"{b}.conv_2", c_out, c_out, 3)
+        g |= conv(f"{b}.shortcut", c_in, c_out, 1) | norm(f"{b}.norm_1", c_in) | norm(f"{b}.norm_2", c_out)
+    g |= {"to_rgb.bn.weight": (base,), "to_rgb.bn.bias": (base,)} | conv("to_rgb", base, 3, 3)
+    sn = "weight_orig"
+    d = conv("from_rgb.conv_1", 3, base, 3, sn) | conv("from_rgb.conv_2", base, base, 3, sn)
+    d |= conv("from_rgb.shortcut", 3, base, 1, sn)
+    for i, (f_out, down) in enumerate(zip(d_factors, d_down, strict=True)):
+        c_in, c_out = (1 if i == 0 else d_factors[i - 1]) * base, f_out * base
+        b = f"conv_blocks.{i}"
+        d |= conv(f"{b}.conv_1", c_in, c_out, 3, sn) | conv(f"{b}.conv_2", c_out, c_out, 3, sn)
+        if c_in != c_out or down:
+            d |= conv(f"{b}.shortcut", c_in, c_out, 1, sn)
+    c_last = d_factors[-1] * base
+    d |= {"decision.weight_orig": (1, c_last), "decision.bias": (1,)}
+    if num_classes:
+        d |= {"proj_y.weight_orig": (num_classes, c_last)}
+    return g, d
+
+
+def shapes(module: nn.Module) -> dict:
+    return {name: tuple(p.shape) for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("scale", "base", "num_classes", "noise"),
+    [(128, 64, 1000, 128), (128, 8, 0, 16), (64, 8, 7, 16), (32, 128, 10, 128), (32, 8, 0, 16)],
+)
+def test_sngan_parameters_equal_mmagic_s(scale, base, num_classes, noise):
+    """Names and shapes as MMagic's (D's spectrally normalised `weight` is MMagic's `weight_orig`), so the counts
+    too: MMagic's SNGAN-proj ImageNet 128 (base 64, 1000 classes, noise 128) has G 41,996,931 and D 39,443,137."""
+    with torch.device("meta"):  # shapes only: 81M parameters are not initialised
+        g = c.SNGANGenerator(output_scale=scale, base_channels=base, num_classes=num_classes, noise_size=noise).build()
+        d = c.SNGANDiscriminator(input_scale=scale, base_channels=base, num_classes=num_classes).build()
+    mm_g, mm_d = mmagic_sngan_parameters(scale, base, num_classes, noise)
+    assert shapes(g) == mm_g
+    assert shapes(d) == {name.replace("weight_orig", "weight"): shape for name, shape in mm_d.items()}
+    if (scale, base, num_classes) == (128, 64, 1000):
+        assert (count_parameters(g), count_parameters(d)) == (41_996_931, 39_443_137)
+
+
+@pytest.mark.parametrize("init_type", ["sngan", "studio", "BigGAN"])
+def test_sngan_initialisations(init_type):
+    """MMagic's choices: studio = orthogonal weights and zero biases; BigGAN = Glorot uniform weights with PyTorch's
+    default biases; sngan = Glorot (sqrt(2) on the residual 3x3 convs), zero biases, conditional BN embeddings at 0."""
+    torch.manual_seed(0)
+    g = c.SNGANGenerator(output_scale=32, base_channels=8, num_classes=3, noise_size=16, init_type=init_type).build()
+    d = c.SNGANDiscriminator(input_scale=32, base_channels=8, num_classes=3, init_type=init_type).build()
+    conv = d.conv_blocks[0].conv_1.conv.weight.flatten(1)  # [8, 72]: orthogonal rows under 'studio'
+    embedding = g.conv_blocks[0].norm_1.weight_embedding.weight
+    biases = torch.cat(
+        [m.bias.flatten() for m in (*g.modules(), *d.modules()) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    )
+    if init_type == "studio":
+        torch.testing.assert_close(conv @ conv.T, torch.eye(8), atol=1e-5, rtol=0)
+    else:  # Glorot uniform: |w| <= gain * sqrt(6 / (fan_in + fan_out))
+        gain = 2**0.5 if init_type == "sngan" else 1.0
+        assert conv.abs().max() <= gain * (6 / (72 + 72)) ** 0.5
+    assert (biases == 0).all() == (init_type != "BigGAN")
+    assert (embedding == 0).all() == (init_type == "sngan")
+
+
+def mmagic_wgangp_parameters(scale: int, noise: int, norm: str) -> tuple[int, int]:
+    """G and D parameter counts of MMagic's WGANGPGenerator / WGANGPDiscriminator (0a560bb), in closed form from
+    mmagic/models/editors/wgan_gp/: `_default_channels_per_scale`; G = WGANNoiseTo2DFeat (bias-free linear to
+    16 x 512, a [1, 512, 1, 1] bias, BN), a 3x3 ConvModule 512 -> 512, two 3x3 ConvModules per doubling (conv bias
+    + BN), a 1x1 conv to RGB; D = a 1x1 conv from RGB, two 3x3 ConvLNModules per halving (LayerNorm over (C, H, W)
+    or GroupNorm's per-channel affine), a 4x4 ConvLNModule to 1x1 and a linear layer."""
+    ch = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 32}
+
+    def conv(i: int, o: int, k: int) -> int:
+        return i * o * k * k + o
+
+    def norm_params(c: int, size: int) -> int:
+        return 2 * c * size * size if norm == "LN2d" else 2 * c
+
+    g = noise * 512 * 16 + 512 + 2 * 512 + conv(512, 512, 3) + 2 * 512
+    d = conv(3, ch[scale], 1) + conv(512, 512, 4) + norm_params(512, 1) + 512 + 1
+    for level in range(3, scale.bit_length()):
+        c_low, c_high = ch[2 ** (level - 1)], ch[2**level]
+        g += conv(c_low, c_high, 3) + 2 * c_high + conv(c_high, c_high, 3) + 2 * c_high
+        d += (
+            conv(c_high, c_high, 3)
+            + norm_params(c_high, 2**level)
+            + conv(c_high, c_low, 3)
+            + norm_params(c_low, 2**level)
+        )
+    g += conv(ch[scale], 3, 1)
+    return g, d
+
+
+@pytest.mark.parametrize(("scale", "norm"), [(128, "GN"), (128, "LN2d"), (32, "LN2d")])
+def test_wgangp_parameter_counts_and_names_equal_mmagic_s(scale, norm):
+    """MMagic's WGAN-GP 128 (noise 128, GroupNorm D as its configs set): G 10,485,667 and D 11,272,545."""
+    with torch.device("meta"):
+        g = c.WGANGPGenerator(output_scale=scale, noise_size=128).build()
+        d = c.WGANGPDiscriminator(input_scale=scale, norm=norm).build()
+    assert (count_parameters(g), count_parameters(d)) == mmagic_wgangp_parameters(scale, 128, norm)
+    if (scale, norm) == (128, "GN"):
+        assert (count_parameters(g), count_parameters(d)) == (10_485_667, 11_272_545)
+    # mmcv's ConvModule names (conv, bn), the norm named by its type, upsampling/pooling layers between the convs
+    g_names, d_names = dict(g.named_parameters()), dict(d.named_parameters())
+    for name in ("noise2feat.linear.weight", "noise2feat.bias", "noise2feat.norm.weight", "conv_blocks.0.bn.bias"):
+        assert name in g_names, name
+    assert g_names["conv_blocks.2.conv.weight"].shape == (512, 512, 3, 3)  # [1] upsamples to 8x8
+    assert g_names["to_rgb.conv.weight"].shape == (3, 32 if scale == 128 else 128, 1, 1)
+    if scale == 128:  # LayerNorm's affine is per element of (C, H, W), GroupNorm's per channel
+        assert d_names[f"conv_blocks.0.{norm}.weight"].shape == ((32, 128, 128) if norm == "LN2d" else (32,))
+    assert d_names["conv_blocks.3.conv.weight"].shape[1] == d_names["conv_blocks.1.conv.weight"].shape[0]  # [2] pools
+    assert d_names["decision.conv.conv.weight"].shape == (512, 512, 4, 4)
+    assert d_names["decision.linear.weight"].shape == (1, 512)
+
+
+def test_wgangp_trains_with_a_gradient_penalty():
+    """Forward, the WGAN-GP loss with its penalty, and a backward that reaches every parameter (16x16)."""
+    from dsgan.losses import d_loss, gradient_penalty
+
+    torch.manual_seed(0)
+    g = c.WGANGPGenerator(output_scale=16, noise_size=8).build()
+    d = c.WGANGPDiscriminator(input_scale=16, norm="GN").build()
+    fake = g(torch.randn(3, 8))
+    assert fake.shape == (3, 3, 16, 16) and fake.abs().max() <= 1
+    real = torch.rand(3, 3, 16, 16) * 2 - 1
+    loss, _ = d_loss("wgan", d(real), d(fake))
+    (loss + 10 * gradient_penalty(d, real, fake.detach(), None)).backward()
+    # D's output bias cancels in mean D(G(z)) - mean D(x) and does not move the input gradient: its gradient is 0
+    still = [n for m in (g, d) for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert still == ["decision.linear.bias"]
+
+
 # BigGAN layout (MMagic's BigGANGenerator / BigGANDiscriminator)
 
 
