@@ -113,20 +113,21 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = to_unit_range(load_pixels(self.files[i], self.resolution, self.mode))
-        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), self.labels[i]
+        return to_unit_range(load_pixels(self.files[i], self.resolution, self.mode)), self.labels[i]
 
 
-def load_pixels(path: Path, resolution: int, mode: str) -> np.ndarray:
-    """The file decoded (`decode`), resized and cropped (`fit`). The image_folder loader and `dsgan prepare-data`
-    both use it: packed datasets hold the same pixels."""
+def load_pixels(source: Path | bytes, resolution: int, mode: str, name: str | None = None) -> np.ndarray:
+    """An image file (or a file's bytes: a zip member, called `name` in errors) decoded (`decode`), resized and
+    cropped (`fit`), as uint8 [C, S, S]. The image_folder and nvlabs_zip loaders and `dsgan prepare-data` all use
+    it: packed datasets hold the same pixels."""
     # The build-time check reads headers only; a truncated body surfaces here, named.
     try:
-        with Image.open(path) as file:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as file:
             img = decode(file, mode)
     except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
-        raise DataError(f"{path}: cannot decode image: {type(exc).__name__}: {exc}") from None
-    return fit(img, resolution)
+        raise DataError(f"{name or str(source)}: cannot decode image: {type(exc).__name__}: {exc}") from None
+    pixels = fit(img, resolution)
+    return pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def fit(img: Image.Image, resolution: int) -> np.ndarray:
@@ -246,50 +247,79 @@ class NvlabsZip(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        try:
-            with Image.open(io.BytesIO(self._archive().read(self.names[i]))) as file:
-                img = decode(file, self.mode)
-        except Exception as exc:  # as in load_pixels
-            raise DataError(f"{self.path}:{self.names[i]}: cannot decode image: {type(exc).__name__}: {exc}") from None
-        x = to_unit_range(fit(img, self.resolution))
-        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), self.labels[i]
+        name = f"{self.path}:{self.names[i]}"
+        pixels = load_pixels(read_member(self._archive(), self.names[i], name), self.resolution, self.mode, name)
+        return to_unit_range(pixels), self.labels[i]
+
+
+def read_member(archive: zipfile.ZipFile, member: str, name: str) -> bytes:
+    """A zip member's bytes; a damaged member (bad CRC, truncated, bad compressed data) is a DataError naming it."""
+    try:
+        return archive.read(member)
+    except Exception as exc:  # zipfile raises BadZipFile, zlib.error, EOFError, OSError, ... for damaged members
+        raise DataError(f"{name}: cannot read from the zip: {type(exc).__name__}: {exc}") from None
+
+
+def _unsafe_member(member: str) -> bool:
+    """An absolute name or one with `..`: dataset_tool.py never writes one, and an archive that has one is not to be
+    trusted (extracted, it would write outside its folder)."""
+    path = member.replace("\\", "/")
+    return path.startswith("/") or ".." in path.split("/") or (path[:1].isalpha() and path[1:2] == ":")
+
+
+def nvlabs_zip_index(path: Path, field: str, with_labels: bool) -> tuple[list[str], list[int] | None]:
+    """The image members of a `dataset_tool.py` zip in sorted name order (NVlabs' order) and, `with_labels`, their
+    labels from its `dataset.json` (None when it has none). Shared by `data.type: nvlabs_zip` and
+    `dsgan prepare-data`; errors name `field` (the config key or the command's argument)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            all_names = archive.namelist()
+            meta = json.loads(archive.read("dataset.json")) if "dataset.json" in all_names else None
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise DataError(f"{field}={path}: not a readable zip: {exc}") from None
+    unsafe = [n for n in all_names if _unsafe_member(n)]
+    if unsafe:
+        raise DataError(
+            f"{field}={path}: member name {unsafe[0]!r} is absolute or leads out of the archive ({len(unsafe)} such "
+            "names): not a dataset_tool.py zip; rebuild it with relative names"
+        )
+    names = sorted(n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DataError(f"{field}={path}: no images in the zip")
+    pairs = meta.get("labels") if isinstance(meta, dict) else None
+    if not with_labels or not pairs:
+        return names, None
+    try:
+        by_name = {str(name).replace("\\", "/"): label for name, label in pairs}
+    except (TypeError, ValueError):
+        raise DataError(f"{field}={path}: dataset.json 'labels' is not a list of [name, label] pairs") from None
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise DataError(f"{field}={path}: dataset.json has no label for {missing[0]} ({len(missing)} images)")
+    labels = [by_name[n] for n in names]
+    if not all(isinstance(label, int) and label >= 0 for label in labels):
+        raise DataError(f"{field}={path}: dataset.json labels are not class indices (integers >= 0)")
+    return names, labels
 
 
 def _build_nvlabs_zip(
     cfg: NvlabsZipData, resolution: int, channels: int, conditional: bool, num_classes: int
 ) -> NvlabsZip:
     path = cfg.path
-    try:
-        with zipfile.ZipFile(path) as archive:
-            all_names = archive.namelist()
-            meta = json.loads(archive.read("dataset.json")) if "dataset.json" in all_names else None
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise DataError(f"data.path={path}: not a readable zip: {exc}") from None
-    names = sorted(n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
-        raise DataError(f"data.path={path}: no images in the zip")
-    labels = [0] * len(names)
+    names, labels = nvlabs_zip_index(path, "data.path", conditional)
     if conditional:
-        pairs = meta.get("labels") if isinstance(meta, dict) else None
-        if not pairs:
+        if labels is None:
             raise DataError(
                 f"data.path={path}: no labels (dataset.json with 'labels', from dataset_tool.py's class folders or "
                 "--labels) but the models are conditional: set data.conditional=false and num_classes=0, or add them"
             )
-        by_name = {str(name).replace("\\", "/"): label for name, label in pairs}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise DataError(f"data.path={path}: dataset.json has no label for {missing[0]} ({len(missing)} images)")
-        if not all(isinstance(by_name[n], int) for n in names):
-            raise DataError(f"data.path={path}: dataset.json labels are not class indices (integers)")
-        labels = [by_name[n] for n in names]
-        if max(labels) + 1 != num_classes or min(labels) < 0:
+        if max(labels) + 1 != num_classes:
             raise DataError(
                 f"data.path={path}: labels 0..{max(labels)} ({max(labels) + 1} classes) but the models have "
                 f"num_classes={num_classes}"
             )
     kind = f"{num_classes} classes" if conditional else "unconditional"
-    dataset = NvlabsZip(path, names, labels, resolution, channels)
+    dataset = NvlabsZip(path, names, labels or [0] * len(names), resolution, channels)
     dataset.description = f"NVlabs zip {path}: {len(names)} images, {kind}, {channels}x{resolution}x{resolution}"
     return dataset
 
