@@ -10,9 +10,10 @@ import pytest
 import torch
 from images import dataset_tool_zip, noise_folder
 
+from dsgan.cli import main as cli_main
 from dsgan.config import ImageFolderData, NvlabsZipData, PackedData, load_config
 from dsgan.data import StreamSampler, build_dataset, make_loader
-from dsgan.errors import DataError
+from dsgan.errors import EXIT_CONFIG, DataError
 from dsgan.prepare import prepare
 
 
@@ -81,8 +82,14 @@ def test_class_count_mismatch(tmp_path):
         build_dataset(NvlabsZipData(path=path), 16, 3, 3)
 
 
-def test_config_validates():
-    cfg = load_config(
-        Path(__file__).parents[2] / "configs" / "biggan128.yaml", ["data.type=nvlabs_zip", "data.path=/d.zip"]
-    )
+def test_config_validates(capsys):
+    config = str(Path(__file__).parents[2] / "configs" / "biggan128.yaml")
+    cfg = load_config(config, ["data.type=nvlabs_zip", "data.path=/d.zip"])
     assert isinstance(cfg.data, NvlabsZipData) and cfg.data.path == Path("/d.zip") and not cfg.data.xflip
+    args = ["validate-config", "--config", config, "--world-size", "8", "--device", "cuda"]
+    sets = ["--set", "data.type=nvlabs_zip", "--set", "data.path=/d.zip", "--set", "data.xflip=true"]
+    assert cli_main([*args, *sets]) == 0
+    assert "type: nvlabs_zip" in capsys.readouterr().out
+    assert cli_main([*args, *sets, "--set", "data.mirror=true"]) == EXIT_CONFIG  # NVlabs' name: not this schema's
+    err = capsys.readouterr().err
+    assert "data.mirror: unknown key" in err and len(err.strip().splitlines()) == 1
