@@ -267,6 +267,13 @@ def _unsafe_member(member: str) -> bool:
     return path.startswith("/") or ".." in path.split("/") or (path[:1].isalpha() and path[1:2] == ":")
 
 
+ZIP_LABELS = (
+    "a dataset.json with 'labels', which dataset_tool.py copies from its source folder's dataset.json or writes for "
+    "CIFAR-10, MNIST and ImageNet"
+)
+"""Where an NVlabs zip's labels come from, for the errors about their absence."""
+
+
 def nvlabs_zip_index(path: Path, field: str, with_labels: bool) -> tuple[list[str], list[int] | None]:
     """The image members of a `dataset_tool.py` zip in sorted name order (NVlabs' order) and, `with_labels`, their
     labels from its `dataset.json` (None when it has none). Shared by `data.type: nvlabs_zip` and
@@ -310,8 +317,8 @@ def _build_nvlabs_zip(
     if conditional:
         if labels is None:
             raise DataError(
-                f"data.path={path}: no labels (dataset.json with 'labels', from dataset_tool.py's class folders or "
-                "--labels) but the models are conditional: set data.conditional=false and num_classes=0, or add them"
+                f"data.path={path}: no labels ({ZIP_LABELS}) but the models are conditional: set "
+                "data.conditional=false and num_classes=0, or add them"
             )
         if max(labels) + 1 != num_classes:
             raise DataError(
@@ -393,22 +400,28 @@ def _scan_image_folder(
     if not conditional:
         _verify_images(files)
         return files, [0] * len(files), []
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
+    files, labels, classes = class_folder_images(root, files)
     if len(classes) != num_classes:
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
         raise DataError(
             f"data.root={root} has {len(classes)} class folders ({shown or 'none'}) but the models have "
             f"num_classes={num_classes}: make them equal, or set data.conditional=false and num_classes=0"
         )
-    index = {name: c for c, name in enumerate(classes)}
-    # Images directly in root belong to no class and are left out, as in torchvision's ImageFolder.
-    labelled = [(f, index[f.relative_to(root).parts[0]]) for f in files if len(f.relative_to(root).parts) > 1]
-    empty = sorted(set(classes) - {classes[c] for _, c in labelled})
+    empty = sorted(set(classes) - {classes[c] for c in labels})
     if empty:
         raise DataError(f"data.root={root}: class folders without images: {', '.join(empty[:5])}")
-    files, labels = [f for f, _ in labelled], [c for _, c in labelled]
     _verify_images(files)
     return files, labels, classes
+
+
+def class_folder_images(root: Path, files: list[Path]) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class names) of ImageNet's layout, root/<class>/<image>: labels index the sorted class folder
+    names. `files` are the images below `root` (`_image_files`); those directly in root belong to no class and are
+    left out, as in torchvision's ImageFolder. The image_folder loader and `dsgan prepare-data` both use it."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
+    index = {name: c for c, name in enumerate(classes)}
+    labelled = [(f, index[f.relative_to(root).parts[0]]) for f in files if len(f.relative_to(root).parts) > 1]
+    return [f for f, _ in labelled], [c for _, c in labelled], classes
 
 
 def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -> AnyDataset:

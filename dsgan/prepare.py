@@ -39,8 +39,9 @@ from dsgan.data import (
     LABELS_FILE,
     MANIFEST_FILE,
     PACKED_FORMAT,
+    ZIP_LABELS,
     _image_files,
-    _visible,
+    class_folder_images,
     load_pixels,
     nvlabs_zip_index,
     read_member,
@@ -99,8 +100,8 @@ def scan_source(src: Path, labels_from: LabelsFrom = "auto") -> Source:
         if zip_labels is None:
             if labels_from == "required":
                 raise DataError(
-                    f"prepare-data SRC={src} --labels required: the zip has no dataset.json with 'labels' "
-                    "(dataset_tool.py writes one from --source folders with a dataset.json); add one, or drop --labels"
+                    f"prepare-data SRC={src} --labels required: the zip has no labels ({ZIP_LABELS}); add them, or "
+                    "pack it unconditionally (--labels auto or none)"
                 )
             return Source(names, [0] * len(names), [], src)
         return Source(names, zip_labels, [str(c) for c in range(max(zip_labels) + 1)], src)
@@ -109,14 +110,12 @@ def scan_source(src: Path, labels_from: LabelsFrom = "auto") -> Source:
     files = _image_files(src)
     if not files:
         raise DataError(f"prepare-data SRC={src}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) in it")
-    classes = [] if labels_from == "none" else sorted(p.name for p in src.iterdir() if p.is_dir() and _visible(p.name))
-    if not classes:
+    labelled = class_folder_images(src, files) if labels_from != "none" else ([], [], [])
+    if not labelled[2]:
         if labels_from == "required":
             raise DataError(f"prepare-data SRC={src} --labels required: no class subfolders (SRC/<class>/<image>)")
         return Source(files, [0] * len(files), [])
-    index = {name: c for c, name in enumerate(classes)}
-    labelled = [(f, index[f.relative_to(src).parts[0]]) for f in files if len(f.relative_to(src).parts) > 1]
-    return Source([f for f, _ in labelled], [c for _, c in labelled], classes)
+    return Source(*labelled)
 
 
 def _decode_chunk(job: Job) -> Decoded:

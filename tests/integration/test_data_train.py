@@ -44,7 +44,7 @@ def test_xflip_run_stopped_mid_epoch_resumes_bit_exact(tmp_path, world):
     ("kind", "message"),
     [
         ("damaged", "data.root={}/packed: images.uint8 does not match the manifest's sha256"),
-        ("unlabelled", "data.path={}/d.zip: no labels (dataset.json with 'labels'"),
+        ("unlabelled", "data.path={}/d.zip: no labels (a dataset.json with 'labels'"),
     ],
 )
 def test_damaged_or_unlabelled_data_is_exit_2_before_anything_starts(tmp_path, kind, message):

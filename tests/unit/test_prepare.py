@@ -167,7 +167,7 @@ def _bad_zip(tmp_path: Path, kind: str) -> Path:
     [
         ("not a zip", "auto", "SRC={}: not a readable zip: File is not a zip file"),
         ("traversal", "auto", "SRC={}: member name '../../etc/x.png' is absolute or leads out of the archive"),
-        ("no labels", "required", "SRC={} --labels required: the zip has no dataset.json with 'labels'"),
+        ("no labels", "required", "SRC={} --labels required: the zip has no labels (a dataset.json with 'labels'"),
         ("missing", "auto", "SRC={}: no such folder or zip"),
     ],
 )
