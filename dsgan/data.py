@@ -304,7 +304,7 @@ def nvlabs_zip_index(path: Path, field: str, with_labels: bool) -> tuple[list[st
     if missing:
         raise DataError(f"{field}={path}: dataset.json has no label for {missing[0]} ({len(missing)} images)")
     labels = [by_name[n] for n in names]
-    if not all(isinstance(label, int) and label >= 0 for label in labels):
+    if not all(type(label) is int and label >= 0 for label in labels):  # JSON true is a bool, not a class
         raise DataError(f"{field}={path}: dataset.json labels are not class indices (integers >= 0)")
     return names, labels
 

@@ -62,6 +62,7 @@ def test_conditional_model_without_labels_is_a_data_error(tmp_path, dataset_json
             "dataset.json 'labels' is not a list of \\[name, label\\] pairs",
         ),
         ({"a.png": "", "dataset.json": '{"labels": [["a.png", -1]]}'}, "dataset.json labels are not class indices"),
+        ({"a.png": "", "dataset.json": '{"labels": [["a.png", true]]}'}, "dataset.json labels are not class indices"),
     ],
 )
 def test_bad_zips(tmp_path, members, message):
