@@ -48,6 +48,7 @@ from dsgan.data import (
     sha256_file,
 )
 from dsgan.errors import DataError
+from dsgan.tracking import hms
 
 CHUNK_IMAGES = 256
 """Source files per chunk: the unit of parallel work and of resume (a kill loses at most one chunk per worker)."""
@@ -147,7 +148,7 @@ class _Progress:
     def show(self, done_images: int) -> None:
         elapsed_s = max(time.monotonic() - self.start_s, 1e-9)
         rate = (done_images - self.start_done) / elapsed_s
-        eta = f"{(self.total - done_images) / rate:.0f} s" if rate > 0 else "?"
+        eta = hms((self.total - done_images) / rate) if rate > 0 else "?"
         line = f"prepare-data: {done_images}/{self.total} images, {rate:.0f} images/s, ETA {eta}"
         print(f"\r{line}   ", end="" if done_images < self.total else "\n", file=sys.stderr, flush=True)
 

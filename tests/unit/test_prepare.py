@@ -62,7 +62,9 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, capsys):
     assert manifest["images"] == 9 and len(images) == len(labels) == 9
     assert manifest["skipped_count"] == 1 and manifest["skipped"][0]["path"] == str(bad)
     assert manifest["class_counts"] == [4, 5]
-    assert "1 unreadable source files skipped" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "1 unreadable source files skipped" in printed.out
+    assert "prepare-data: 10/10 images, " in printed.err and printed.err.endswith("ETA 0:00:00   \n")  # the bar
 
 
 def test_on_error_fail_names_the_file_and_exits_2(tmp_path, capsys):
