@@ -5,9 +5,9 @@ and `dsgan prepare-data`'s own rate from the folder and from a zip of it.
 
 Generates `--images` JPEGs of ImageNet's typical size (500x375, smooth content plus noise: ~30-60 KB each at
 quality 90) and a stored (uncompressed) zip of them, as NVlabs' dataset_tool.py writes; packs both with `dsgan
-prepare-data` on each worker count, and reads each dataset through `make_loader` (the trainer's own loader, xflip
-on) for one epoch after a warm-up batch, with 1 and 2 workers. The files stay in the page cache, so this measures
-decoding and copying, not the disk.
+prepare-data` on each worker count, and reads the folder, the zip in place (`nvlabs_zip`) and the packed dataset
+through `make_loader` (the trainer's own loader, xflip on) for one epoch after a warm-up batch, with 1 and 2
+workers. The files stay in the page cache, so this measures decoding and copying, not the disk.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsgan.config import ImageFolderData, PackedData  # noqa: E402
+from dsgan.config import ImageFolderData, NvlabsZipData, PackedData  # noqa: E402
 from dsgan.data import StreamSampler, build_dataset, make_loader  # noqa: E402
 from dsgan.prepare import prepare  # noqa: E402
 
@@ -55,7 +55,9 @@ def prepare_per_s(src: Path, out: Path, resolution: int, workers: int) -> float:
     return manifest["images"] / (time.perf_counter() - start)
 
 
-def images_per_s(data: ImageFolderData | PackedData, resolution: int, batch: int, workers: int) -> float:
+def images_per_s(
+    data: ImageFolderData | PackedData | NvlabsZipData, resolution: int, batch: int, workers: int
+) -> float:
     dataset = build_dataset(data, resolution, 3, 10)
     sampler = StreamSampler(len(dataset), batch, 0, 1, seed=0, xflip=True)
     batches = iter(make_loader(dataset, sampler, batch, workers, pin_memory=False))
@@ -87,14 +89,18 @@ def main() -> None:
             zip_rate = prepare_per_s(zipped, Path(tmp, f"zip{workers}"), args.resolution, workers)
             print(f"| {workers} | {folder_rate:.0f} | {zip_rate:.0f} |")
         out = Path(tmp, f"folder{args.workers[0]}")
-        print("| workers | image_folder (img/s) | packed (img/s) | packed, in_memory (img/s) | packed / image_folder |")
-        print("|---:|---:|---:|---:|---:|")
+        print(
+            "| workers | image_folder (img/s) | nvlabs_zip (img/s) | packed (img/s) | packed, in_memory (img/s) | "
+            "packed / image_folder |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
         for workers in args.workers:
             size, batch = args.resolution, args.batch
             folder = images_per_s(ImageFolderData(root=src, xflip=True), size, batch, workers)
+            in_zip = images_per_s(NvlabsZipData(path=zipped, conditional=False, xflip=True), size, batch, workers)
             packed = images_per_s(PackedData(root=out, xflip=True), size, batch, workers)
             memory = images_per_s(PackedData(root=out, xflip=True, in_memory=True), size, batch, workers)
-            print(f"| {workers} | {folder:.0f} | {packed:.0f} | {memory:.0f} | {packed / folder:.1f} |")
+            print(f"| {workers} | {folder:.0f} | {in_zip:.0f} | {packed:.0f} | {memory:.0f} | {packed / folder:.1f} |")
 
 
 if __name__ == "__main__":

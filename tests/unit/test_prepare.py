@@ -122,13 +122,14 @@ def test_worker_processes_give_the_same_files(tmp_path, monkeypatch):
 def test_zip_gives_the_folders_pixels_and_labels_with_index_class_names(tmp_path):
     src = noise_folder(tmp_path / "src")
     prepare(src, tmp_path / "from_folder", 16)
-    assert cli_main(["prepare-data", str(dataset_tool_zip(src, tmp_path / "d.zip")), str(tmp_path / "from_zip"),
-                     "--resolution", "16", "--workers", "1", "--labels", "required"]) == 0  # fmt: skip
+    zipped = dataset_tool_zip(src, tmp_path / "d.zip")
+    args = ["prepare-data", str(zipped), str(tmp_path / "from_zip"), "--resolution", "16", "--labels", "required"]
+    assert cli_main([*args, "--workers", "1"]) == 0
     folder_images, folder_labels, _ = _packed(tmp_path / "from_folder")
     zip_images, zip_labels, manifest = _packed(tmp_path / "from_zip")
     assert np.array_equal(zip_images, folder_images) and np.array_equal(zip_labels, folder_labels)
     assert manifest["classes"] == ["0", "1"] and manifest["class_counts"] == [5, 5]
-    unlabelled = prepare(tmp_path / "d.zip", tmp_path / "unlabelled", 16, labels_from="none")
+    unlabelled = prepare(zipped, tmp_path / "unlabelled", 16, labels_from="none")
     assert unlabelled["classes"] == [] and not _packed(tmp_path / "unlabelled")[1].any()
 
 
@@ -186,7 +187,8 @@ def test_labels_required_of_a_flat_folder_and_none_of_a_class_folder(tmp_path, c
     src = noise_folder(tmp_path / "src")
     Image.new("RGB", (20, 30), (1, 2, 3)).save(src / "loose.png")  # in no class: left out unless unconditional
     flat = src / "a_cat"
-    assert cli_main(["prepare-data", str(flat), str(tmp_path / "o"), "--resolution", "8", "--labels", "required"]) == 2
+    args = ["prepare-data", str(flat), str(tmp_path / "o"), "--resolution", "8", "--labels", "required"]
+    assert cli_main(args) == EXIT_CONFIG
     assert "--labels required: no class subfolders" in capsys.readouterr().err
     assert prepare(src, tmp_path / "auto", 8)["images"] == 10
     unconditional = prepare(src, tmp_path / "none", 8, labels_from="none")
