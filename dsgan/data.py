@@ -281,8 +281,8 @@ def nvlabs_zip_index(path: Path, field: str, with_labels: bool) -> tuple[list[st
     try:
         with zipfile.ZipFile(path) as archive:
             all_names = archive.namelist()
-            meta = json.loads(archive.read("dataset.json")) if "dataset.json" in all_names else None
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+            meta_json = archive.read("dataset.json") if with_labels and "dataset.json" in all_names else b"null"
+    except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{field}={path}: not a readable zip: {exc}") from None
     unsafe = [n for n in all_names if _unsafe_member(n)]
     if unsafe:
@@ -293,8 +293,12 @@ def nvlabs_zip_index(path: Path, field: str, with_labels: bool) -> tuple[list[st
     names = sorted(n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise DataError(f"{field}={path}: no images in the zip")
+    try:
+        meta = json.loads(meta_json)
+    except ValueError as exc:
+        raise DataError(f"{field}={path}: its dataset.json is not JSON: {exc}") from None
     pairs = meta.get("labels") if isinstance(meta, dict) else None
-    if not with_labels or not pairs:
+    if not pairs:
         return names, None
     try:
         by_name = {str(name).replace("\\", "/"): label for name, label in pairs}

@@ -57,6 +57,7 @@ def test_conditional_model_without_labels_is_a_data_error(tmp_path, dataset_json
         ({"readme.txt": "x"}, "no images in the zip"),
         ({"a.png": "", "/abs/b.png": ""}, "member name '/abs/b.png' is absolute or leads out of the archive"),
         ({"a.png": "", "x/../../b.png": ""}, "member name 'x/../../b.png' is absolute"),
+        ({"a.png": "", "dataset.json": '{"labels": '}, "its dataset.json is not JSON: Expecting value"),
         (
             {"a.png": "", "dataset.json": '{"labels": [["a.png"]]}'},
             "dataset.json 'labels' is not a list of \\[name, label\\] pairs",
