@@ -1,17 +1,31 @@
 """The real entry point on prepared data: a packed dataset (made by `dsgan prepare-data` from an NVlabs zip) with
 `data.xflip`, stopped mid-epoch and resumed, ends bit-identical to an uninterrupted run (1 and 2 ranks); damaged or
-unlabelled data ends the run with exit 2 before anything starts."""
+unlabelled data ends the run with exit 2 before anything starts. And a `prepare-data` process killed by SIGKILL
+continues, rerun, to the files of an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
 import pytest
 from images import dataset_tool_zip, noise_folder
+from launch import REPO
+from PIL import Image
 from runs import ok, train
 from test_train import MID_CYCLE, assert_identical, final_state
 
+from dsgan import prepare as prepare_module
 from dsgan.cli import main as cli_main
-from dsgan.data import IMAGES_FILE
+from dsgan.data import IMAGES_FILE, LABELS_FILE, MANIFEST_FILE
 from dsgan.errors import EXIT_CONFIG
+from dsgan.prepare import PROGRESS_FILE, prepare
 
 
 # Measured on 2 shared, heavily loaded cores: 1 rank 42 s; 2 ranks 87 s, so `slow`.
@@ -63,3 +77,34 @@ def test_damaged_or_unlabelled_data_is_exit_2_before_anything_starts(tmp_path, k
     out = ok(train(tmp_path / "run", 1, *sets), EXIT_CONFIG)
     assert message.format(tmp_path) in out and "Traceback" not in out
     assert not (tmp_path / "run").exists()
+
+
+def test_prepare_data_killed_by_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """A process packing 40 noise JPEGs of 400x400 from a dataset_tool zip in chunks of 2 images is killed after its
+    third chunk, wherever it is then (between chunks or inside a write); the same preparation rerun (here in the
+    test's process) then gives the files of an uninterrupted one."""
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as archive:
+        for i in range(40):
+            path = tmp_path / "image.jpg"
+            Image.fromarray(rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(path, quality=95)
+            archive.write(path, f"00000/img{i:08d}.jpg")
+    code = (
+        "import sys; from pathlib import Path; from dsgan import prepare as p; p.CHUNK_IMAGES = 2; "
+        "p.prepare(Path(sys.argv[1]), Path(sys.argv[2]), 8, workers=1)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", code, str(tmp_path / "d.zip"), str(tmp_path / "killed")]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "killed" / PROGRESS_FILE
+    deadline = time.monotonic() + 120
+    while not (progress.exists() and json.loads(progress.read_text())["chunks"] >= 3) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(60) == -signal.SIGKILL, "it finished before the kill: give it more images"
+    assert not (tmp_path / "killed" / MANIFEST_FILE).exists()  # unfinished, and it says so
+    monkeypatch.setattr(prepare_module, "CHUNK_IMAGES", 2)
+    prepare(tmp_path / "d.zip", tmp_path / "killed", 8)
+    prepare(tmp_path / "d.zip", tmp_path / "whole", 8)
+    for name in (IMAGES_FILE, LABELS_FILE, MANIFEST_FILE):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
