@@ -3,8 +3,8 @@ without decoding.
 
 Layout of OUT (all little-endian, C order; shapes and checksums in the manifest):
 
-- `images.uint8`: the images, uint8 [N, C, R, R], resized and cropped by `load_pixels` (the image_folder and
-  nvlabs_zip loaders' own function, so the pixels are the same);
+- `images.uint8`: the images, uint8 [N, C, R, R], resized and cropped by `load_pixels` (dsgan/pixels.py: the
+  image_folder and nvlabs_zip loaders' own function, so the pixels are the same);
 - `labels.int64`: int64 [N], indices into the manifest's `classes` (all 0 for an unconditional source);
 - `manifest.json`: counts, resolution, channels, class names, skipped files, each data file's size and sha256.
   Written last and atomically: a folder without it is unfinished, whatever else it holds.
@@ -34,7 +34,6 @@ import numpy as np
 
 from dsgan.atomic import write_atomic
 from dsgan.data import (
-    IMAGE_EXTENSIONS,
     IMAGES_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
@@ -42,12 +41,11 @@ from dsgan.data import (
     ZIP_LABELS,
     _image_files,
     class_folder_images,
-    load_pixels,
     nvlabs_zip_index,
-    read_member,
     sha256_file,
 )
 from dsgan.errors import DataError
+from dsgan.pixels import IMAGE_EXTENSIONS, load_pixels, read_member
 from dsgan.tracking import hms
 
 CHUNK_IMAGES = 256

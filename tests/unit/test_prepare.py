@@ -15,8 +15,9 @@ from PIL import Image
 from dsgan import prepare as prepare_module
 from dsgan.cli import main as cli_main
 from dsgan.config import ImageFolderData
-from dsgan.data import build_dataset, to_unit_range
+from dsgan.data import build_dataset
 from dsgan.errors import EXIT_CONFIG, DataError
+from dsgan.pixels import to_unit_range
 from dsgan.prepare import IMAGES_FILE, LABELS_FILE, MANIFEST_FILE, PROGRESS_FILE, prepare
 
 
