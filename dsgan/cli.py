@@ -225,7 +225,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _prepare_data(args: argparse.Namespace) -> int:
     from dsgan.prepare import prepare
 
-    manifest = prepare(args.src, args.out, args.resolution, args.channels, args.on_error, args.workers)
+    manifest = prepare(args.src, args.out, args.resolution, args.channels, args.on_error, args.workers, args.labels)
     skipped = manifest["skipped"]
     print(
         f"{args.out}: {manifest['images']} images, {len(manifest['classes']) or 'no'} classes, "
@@ -299,8 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_arguments(p)
     p.set_defaults(func=run_migrate)
 
-    p = sub.add_parser("prepare-data", help="pack an image folder into a dataset for data.type: packed (resumable)")
-    p.add_argument("src", type=Path, help="image folder: root/<class>/<image>, or flat (unconditional)")
+    p = sub.add_parser(
+        "prepare-data", help="pack an image folder or an NVlabs zip into a dataset for data.type: packed (resumable)"
+    )
+    p.add_argument(
+        "src",
+        type=Path,
+        help="image folder (root/<class>/<image>, or flat: unconditional) or a dataset_tool.py zip",
+    )
     p.add_argument("out", type=Path, help="output folder; rerun the same command to continue an interrupted run")
     p.add_argument("--resolution", type=_positive_int, required=True, help="side in pixels (the models' scale)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 (L) or 3 (RGB)")
@@ -308,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-error", choices=("skip", "fail"), default="skip", help="unreadable images: leave out (listed) or stop"
     )
     p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1, help="decoding processes")
+    p.add_argument(
+        "--labels",
+        choices=("auto", "required", "none"),
+        default="auto",
+        help="class subfolders / dataset.json labels: used if present (auto), an error if absent (required), or "
+        "ignored: unconditional (none)",
+    )
     p.set_defaults(func=_prepare_data)
 
     p = sub.add_parser("report", help="one PNG of a run's curves over kimg and its latest samples (offline)")

@@ -26,7 +26,6 @@ their mirror images), so datasets stay unaware of flips.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -37,20 +36,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dsgan.config import Data, DigitsData, ImageFolderData, NvlabsZipData, PackedData
 from dsgan.errors import DataError
+from dsgan.pixels import IMAGE_EXTENSIONS, PIXEL_MODES, load_pixels, read_member, to_unit_range
 
 PACKED_FORMAT = "dsgan-packed-1"
 IMAGES_FILE, LABELS_FILE, MANIFEST_FILE = "images.uint8", "labels.int64", "manifest.json"
 """A packed dataset's files (`dsgan prepare-data`; layout in dsgan/prepare.py)."""
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
-PIXEL_MODES: tuple[str, ...] = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
-PIXEL_MODES += ("LAB", "HSV", "I;16", "I;16B", "I;16L", "I;16N", "I")
-"""PIL modes `decode` turns into 8-bit RGB or L as a viewer would; others (float "F", ...) are refused by name."""
-
 # ----------------------------------------------------------------------------------------------------------------
 # Datasets
 
@@ -82,25 +77,6 @@ class XFlip(Dataset):
         return (torch.flip(image, dims=[-1]) if i >= self.base_len else image), label
 
 
-def decode(file: Image.Image, mode: str) -> Image.Image:
-    """An opened image as a viewer shows it, in `mode` ("RGB" or "L"): EXIF orientation applied, 16- and 32-bit
-    integer images scaled to 8 bits (PIL's own convert clips them, which turns a 16-bit PNG white), transparency
-    composited onto white, CMYK converted. Other modes (not in PIXEL_MODES) are refused (ValueError)."""
-    if file.mode not in PIXEL_MODES:
-        raise ValueError(f"pixel mode {file.mode} is not supported (8/16-bit gray, palette, RGB(A), CMYK are)")
-    img = ImageOps.exif_transpose(file)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        pixels = np.asarray(img).astype(np.float64)
-        maximum = 65535.0 if img.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / maximum)), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "PA", "RGBa", "La", "RGBA"):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return img.convert(mode)
-
-
 class ImageFolder(Dataset):
     """Image files decoded, resized and cropped on access (`load_pixels`), in [-1, 1]."""
 
@@ -113,39 +89,7 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = to_unit_range(load_pixels(self.files[i], self.resolution, self.mode))
-        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), self.labels[i]
-
-
-def load_pixels(path: Path, resolution: int, mode: str) -> np.ndarray:
-    """The file decoded (`decode`), resized and cropped (`fit`). The image_folder loader and `dsgan prepare-data`
-    both use it: packed datasets hold the same pixels."""
-    # The build-time check reads headers only; a truncated body surfaces here, named.
-    try:
-        with Image.open(path) as file:
-            img = decode(file, mode)
-    except Exception as exc:  # as in _check_header: PIL raises many types for corrupt files
-        raise DataError(f"{path}: cannot decode image: {type(exc).__name__}: {exc}") from None
-    return fit(img, resolution)
-
-
-def fit(img: Image.Image, resolution: int) -> np.ndarray:
-    """Resized on the shorter side (PIL bicubic, which antialiases when shrinking) and center-cropped to
-    `resolution`: uint8 [S, S] (mode "L") or [S, S, 3] ("RGB"); an image of that size already is left as it is."""
-    s = resolution
-    scale = s / min(img.size)
-    size = (max(s, round(img.width * scale)), max(s, round(img.height * scale)))
-    if size != img.size:
-        img = img.resize(size, Image.Resampling.BICUBIC)
-    left, top = (img.width - s) // 2, (img.height - s) // 2
-    return np.asarray(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
-
-
-def to_unit_range(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 pixels as float32 in [-1, 1]; one function, so every dataset type gives bit-identical tensors. Converted
-    by torch (measured ~15x faster than numpy's astype for a 3x128x128 image); the uint8 copy makes a read-only
-    memory map writable, as torch tensors must be."""
-    return torch.from_numpy(np.array(pixels, np.uint8)).float() / 127.5 - 1
+        return to_unit_range(load_pixels(self.files[i], self.resolution, self.mode)), self.labels[i]
 
 
 class PackedImages(Dataset):
@@ -246,50 +190,82 @@ class NvlabsZip(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        try:
-            with Image.open(io.BytesIO(self._archive().read(self.names[i]))) as file:
-                img = decode(file, self.mode)
-        except Exception as exc:  # as in load_pixels
-            raise DataError(f"{self.path}:{self.names[i]}: cannot decode image: {type(exc).__name__}: {exc}") from None
-        x = to_unit_range(fit(img, self.resolution))
-        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), self.labels[i]
+        name = f"{self.path}:{self.names[i]}"
+        pixels = load_pixels(read_member(self._archive(), self.names[i], name), self.resolution, self.mode, name)
+        return to_unit_range(pixels), self.labels[i]
+
+
+def _unsafe_member(member: str) -> bool:
+    """An absolute name or one with `..`: dataset_tool.py never writes one, and an archive that has one is not to be
+    trusted (extracted, it would write outside its folder)."""
+    path = member.replace("\\", "/")
+    return path.startswith("/") or ".." in path.split("/") or (path[:1].isalpha() and path[1:2] == ":")
+
+
+ZIP_LABELS = (
+    "a dataset.json with 'labels', which dataset_tool.py copies from its source folder's dataset.json or writes for "
+    "CIFAR-10, MNIST and ImageNet"
+)
+"""Where an NVlabs zip's labels come from, for the errors about their absence."""
+
+
+def nvlabs_zip_index(path: Path, field: str, with_labels: bool) -> tuple[list[str], list[int] | None]:
+    """The image members of a `dataset_tool.py` zip in sorted name order (NVlabs' order) and, `with_labels`, their
+    labels from its `dataset.json` (None when it has none). Shared by `data.type: nvlabs_zip` and
+    `dsgan prepare-data`; errors name `field` (the config key or the command's argument)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            all_names = archive.namelist()
+            meta_json = archive.read("dataset.json") if with_labels and "dataset.json" in all_names else b"null"
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{field}={path}: not a readable zip: {exc}") from None
+    unsafe = [n for n in all_names if _unsafe_member(n)]
+    if unsafe:
+        raise DataError(
+            f"{field}={path}: member name {unsafe[0]!r} is absolute or leads out of the archive ({len(unsafe)} such "
+            "names): not a dataset_tool.py zip; rebuild it with relative names"
+        )
+    names = sorted(n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DataError(f"{field}={path}: no images in the zip")
+    try:
+        meta = json.loads(meta_json)
+    except ValueError as exc:
+        raise DataError(f"{field}={path}: its dataset.json is not JSON: {exc}") from None
+    pairs = meta.get("labels") if isinstance(meta, dict) else None
+    if not pairs:
+        return names, None
+    try:
+        by_name = {str(name).replace("\\", "/"): label for name, label in pairs}
+    except (TypeError, ValueError):
+        raise DataError(f"{field}={path}: dataset.json 'labels' is not a list of [name, label] pairs") from None
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise DataError(f"{field}={path}: dataset.json has no label for {missing[0]} ({len(missing)} images)")
+    labels = [by_name[n] for n in names]
+    if not all(type(label) is int and label >= 0 for label in labels):  # JSON true is a bool, not a class
+        raise DataError(f"{field}={path}: dataset.json labels are not class indices (integers >= 0)")
+    return names, labels
 
 
 def _build_nvlabs_zip(
     cfg: NvlabsZipData, resolution: int, channels: int, conditional: bool, num_classes: int
 ) -> NvlabsZip:
     path = cfg.path
-    try:
-        with zipfile.ZipFile(path) as archive:
-            all_names = archive.namelist()
-            meta = json.loads(archive.read("dataset.json")) if "dataset.json" in all_names else None
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise DataError(f"data.path={path}: not a readable zip: {exc}") from None
-    names = sorted(n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
-        raise DataError(f"data.path={path}: no images in the zip")
-    labels = [0] * len(names)
+    names, labels = nvlabs_zip_index(path, "data.path", conditional)
     if conditional:
-        pairs = meta.get("labels") if isinstance(meta, dict) else None
-        if not pairs:
+        if labels is None:
             raise DataError(
-                f"data.path={path}: no labels (dataset.json with 'labels', from dataset_tool.py's class folders or "
-                "--labels) but the models are conditional: set data.conditional=false and num_classes=0, or add them"
+                f"data.path={path}: no labels ({ZIP_LABELS}) but the models are conditional: set "
+                "data.conditional=false and num_classes=0, or add them"
             )
-        by_name = {str(name).replace("\\", "/"): label for name, label in pairs}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise DataError(f"data.path={path}: dataset.json has no label for {missing[0]} ({len(missing)} images)")
-        if not all(isinstance(by_name[n], int) for n in names):
-            raise DataError(f"data.path={path}: dataset.json labels are not class indices (integers)")
-        labels = [by_name[n] for n in names]
-        if max(labels) + 1 != num_classes or min(labels) < 0:
+        if max(labels) + 1 != num_classes:
             raise DataError(
                 f"data.path={path}: labels 0..{max(labels)} ({max(labels) + 1} classes) but the models have "
                 f"num_classes={num_classes}"
             )
     kind = f"{num_classes} classes" if conditional else "unconditional"
-    dataset = NvlabsZip(path, names, labels, resolution, channels)
+    dataset = NvlabsZip(path, names, labels or [0] * len(names), resolution, channels)
     dataset.description = f"NVlabs zip {path}: {len(names)} images, {kind}, {channels}x{resolution}x{resolution}"
     return dataset
 
@@ -363,22 +339,28 @@ def _scan_image_folder(
     if not conditional:
         _verify_images(files)
         return files, [0] * len(files), []
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
+    files, labels, classes = class_folder_images(root, files)
     if len(classes) != num_classes:
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
         raise DataError(
             f"data.root={root} has {len(classes)} class folders ({shown or 'none'}) but the models have "
             f"num_classes={num_classes}: make them equal, or set data.conditional=false and num_classes=0"
         )
-    index = {name: c for c, name in enumerate(classes)}
-    # Images directly in root belong to no class and are left out, as in torchvision's ImageFolder.
-    labelled = [(f, index[f.relative_to(root).parts[0]]) for f in files if len(f.relative_to(root).parts) > 1]
-    empty = sorted(set(classes) - {classes[c] for _, c in labelled})
+    empty = sorted(set(classes) - {classes[c] for c in labels})
     if empty:
         raise DataError(f"data.root={root}: class folders without images: {', '.join(empty[:5])}")
-    files, labels = [f for f, _ in labelled], [c for _, c in labelled]
     _verify_images(files)
     return files, labels, classes
+
+
+def class_folder_images(root: Path, files: list[Path]) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class names) of ImageNet's layout, root/<class>/<image>: labels index the sorted class folder
+    names. `files` are the images below `root` (`_image_files`); those directly in root belong to no class and are
+    left out, as in torchvision's ImageFolder. The image_folder loader and `dsgan prepare-data` both use it."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
+    index = {name: c for c, name in enumerate(classes)}
+    labelled = [(f, index[f.relative_to(root).parts[0]]) for f in files if len(f.relative_to(root).parts) > 1]
+    return [f for f, _ in labelled], [c for _, c in labelled], classes
 
 
 def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -> AnyDataset:

@@ -182,11 +182,16 @@ def _iteration(line: str) -> float:
         return math.inf  # a torn last line (killed mid-write) goes too
 
 
+def hms(seconds: float) -> str:
+    """A duration as H:MM:SS, hours past 24 for long jobs: the ETA of training and of `dsgan prepare-data`."""
+    minutes, whole_seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60:d}:{minutes % 60:02d}:{whole_seconds:02d}"
+
+
 def progress_line(metrics: dict[str, float], iteration: int, total_iters: int, eta_seconds: float) -> str:
     """The console's view of one logging interval; G's loss reads "-" for an interval without a G step."""
     g = f"{metrics['g_loss']:.3f}" if "g_loss" in metrics else "-"
-    minutes, seconds = divmod(round(eta_seconds), 60)
-    eta = f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}"  # hours past 24 for long runs
+    eta = hms(eta_seconds)
     return (
         f"it {iteration}/{total_iters} ({100 * iteration / total_iters:.0f}%) | kimg {metrics['kimg']:.1f} | "
         f"D {metrics['d_loss']:.3f} (real {metrics['d_loss_real']:.3f} fake {metrics['d_loss_fake']:.3f}) G {g} | "

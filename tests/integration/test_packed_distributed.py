@@ -10,13 +10,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from images import dataset_tool_zip, noise_folder
 from launch import free_port
 
 from dsgan.config import ImageFolderData, NvlabsZipData, PackedData
 from dsgan.data import StreamSampler, build_dataset, make_loader
 from dsgan.prepare import prepare
-from tests.unit.test_nvlabs_zip import _zip
-from tests.unit.test_prepare import _noise_folder
 
 BATCH_PER_RANK, WORLD_SIZE, SEED, START_IMAGE, BATCHES = 3, 2, 4, 7, 4  # 24 positions over 3 epochs of 10 images
 
@@ -49,9 +48,9 @@ def _worker(rank: int, port: int, root: str) -> None:
 
 
 def test_two_ranks_read_the_same_stream_through_every_data_type(tmp_path):
-    src = _noise_folder(tmp_path / "src")
+    src = noise_folder(tmp_path / "src")
     prepare(src, tmp_path / "packed", 16)
-    _zip(src, tmp_path / "d.zip")
+    dataset_tool_zip(src, tmp_path / "d.zip")
     mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     per_rank = json.loads((tmp_path / "indices.json").read_text())
     stream = [i for k in range(BATCHES) for seen in per_rank for i in seen[k * 3 : (k + 1) * 3]]

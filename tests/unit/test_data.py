@@ -17,11 +17,11 @@ from dsgan.data import (
     XFlip,
     build_dataset,
     dataset_summary,
-    decode,
     make_loader,
 )
 from dsgan.digits import digits_tensors
 from dsgan.errors import EXIT_CONFIG, DataError
+from dsgan.pixels import decode
 
 # ----------------------------------------------------------------------------------------------------------------
 # Digits

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from images import noise_folder
 
 from dsgan.cli import main as cli_main
 from dsgan.config import ImageFolderData, PackedData, load_config
 from dsgan.data import IMAGES_FILE, LABELS_FILE, MANIFEST_FILE, StreamSampler, build_dataset, make_loader
 from dsgan.errors import DataError
 from dsgan.prepare import prepare
-from tests.unit.test_prepare import _noise_folder
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("packed")
-    src = _noise_folder(root / "src")
+    src = noise_folder(root / "src")
     prepare(src, root / "out", 16)
     return src, root / "out"
 
