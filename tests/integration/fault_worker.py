@@ -29,11 +29,11 @@ def main() -> None:
 
         done: list[bool] = []
 
-        def d_step(engines, loss_cfg, real, labels, z, fake_y, d_update, measure_grad_norm=False):
+        def d_step(engines, loss_cfg, real, labels, z, fake_y, d_update, *args):
             if int(os.environ.get("RANK", 0)) == rank and d_update == skipped and not done:
                 done.append(True)  # only the first micro-step of that update
                 return torch.zeros(len(D_STATS), device=real.device), Update(False, None)
-            return real_d_step(engines, loss_cfg, real, labels, z, fake_y, d_update, measure_grad_norm)
+            return real_d_step(engines, loss_cfg, real, labels, z, fake_y, d_update, *args)
 
         train.d_step = d_step
     elif kind == "slow-checkpoint":
