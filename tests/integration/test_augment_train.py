@@ -55,38 +55,41 @@ def test_resume_with_augmentation_is_bit_exact(tmp_path, world, stage, augment):
         assert trainer["augment_p"] == p[-1]
 
 
-def flat_colours(root: Path, count: int, seed: int) -> Path:
-    """`count` 16x16 images of one random colour each: a distribution G learns in a few hundred iterations, so that
-    D can only keep winning by memorising the images, which it can when there are few."""
-    rng = np.random.default_rng(seed)
+def flat_colours(root: Path, colours: np.ndarray) -> Path:
+    """16x16 images of one colour each: a distribution G learns in a few hundred iterations, so that D can only
+    keep winning by memorising the images, which it can when there are few."""
     root.mkdir()
-    for i in range(count):
-        colour = rng.integers(0, 256, 3).astype(np.uint8)
+    for i, colour in enumerate(colours):
         Image.fromarray(np.broadcast_to(colour, (16, 16, 3)).copy()).save(root / f"{i:05d}.png")
     return root
 
 
 @pytest.mark.slow
 def test_ada_p_rises_when_d_memorises_the_data_and_stays_near_zero_otherwise(tmp_path):
-    """4 images vs 2000 (about 20 s each): D memorises 4 colours and r_t stays near 1, so p climbs; with 2000, r_t
-    falls below the target once G has caught up, and p returns to and stays at about 0."""
+    """4 images vs 2000 (300 iterations each, 20-45 s on 2 shared cores), R1 as with StyleGAN2: D memorises the 4
+    colours and r_t stays near 1, so p climbs; with 2000, r_t is near 1 only while G is still noise, then falls
+    below the target, and p returns to 0 and stays about there."""
     sets = [
         "data.type=image_folder",
         "data.num_workers=0",
         "data.conditional=false",
         "generator.model.num_classes=0",
         "discriminator.model.num_classes=0",
-        "run.total_iters=240",
+        "loss.r1_weight=1.0",
+        "run.total_iters=300",
         "run.log_every_iters=20",
         "run.sample_every_iters=null",
         "checkpoint.every_iters=null",
         "augment.type=ada",
         "augment.ada_kimg=5",
     ]
+    colours = np.random.default_rng(0).integers(0, 256, (2004, 3)).astype(np.uint8)
     p = {}
-    for name, count in (("few", 4), ("many", 2000)):
-        data = flat_colours(tmp_path / f"data_{name}", count, seed=0)
+    for name, subset in (("few", colours[:4]), ("many", colours[4:])):
+        data = flat_colours(tmp_path / f"data_{name}", subset)
         ok(train(tmp_path / name, 1, *sets, f"data.root={data}"))
         p[name] = [r["aug/p"] for r in records(tmp_path / name)]
-    assert p["few"][-1] > 0.1 and all(b >= a for a, b in zip(p["few"][-5:], p["few"][-4:], strict=False)), p
-    assert max(p["many"]) < 0.07 and p["many"][-1] < 0.02, p
+    second_half = {name: np.mean(values[len(values) // 2 :]) for name, values in p.items()}
+    assert second_half["few"] > 0.1 and p["few"][-1] > 0.15, p  # measured: 0.15, 0.24
+    assert all(b >= a for a, b in zip(p["few"][-5:], p["few"][-4:], strict=False)), p  # still climbing
+    assert second_half["many"] < 0.02, p  # measured: 0.005
