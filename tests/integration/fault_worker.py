@@ -2,9 +2,11 @@
 
     python tests/integration/fault_worker.py skip-d-microstep=RANK:UPDATE <dsgan train arguments>
     python tests/integration/fault_worker.py slow-checkpoint=SECONDS     <dsgan train arguments>
+    python tests/integration/fault_worker.py augment-p=RANK:P            <dsgan train arguments>
 
 skip-d-microstep: that rank skips the first micro-step of D update UPDATE (its engine counters fall behind the others').
 slow-checkpoint: rank 0 waits before sealing each checkpoint (widens the window in which a kill lands mid-save).
+augment-p: that rank starts with ADA's p = P instead of the value every other rank has.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def main() -> None:
             return real_seal(*args, **kwargs)
 
         checkpoint._seal = seal
+    elif kind == "augment-p":
+        rank, p = arg.split(":")
+        real_build = train.build
+
+        def build(*args, **kwargs):
+            run = real_build(*args, **kwargs)
+            if run.env.rank == int(rank):
+                run.augment.p = float(p)
+            return run
+
+        train.build = build
     else:
         raise SystemExit(f"unknown fault {fault!r}")
     train.exit_process(train.main(argv))

@@ -5,6 +5,7 @@ staying near 0 on data it cannot."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 from runs import MID_CYCLE, assert_identical, final_state, ok, train
+
+from dsgan.errors import EXIT_RANK_MISMATCH
 
 # ADA at a speed that moves p every adjustment (0.032 per 4 iterations of 8 images a rank), every op of 'bgc' on
 # from the start, and R1 through the augmentation; stopped at 10 iterations, mid-way through an ADA interval.
@@ -53,6 +56,19 @@ def test_resume_with_augmentation_is_bit_exact(tmp_path, world, stage, augment):
         assert [resumed[r["iteration"]] for r in records(straight)] == p
         trainer = torch.load(split / "checkpoints" / "step-00000016" / "trainer.pt", weights_only=True)
         assert trainer["augment_p"] == p[-1]
+
+
+def test_ranks_that_disagree_on_p_stop_at_the_first_d_update(tmp_path):
+    """p is compared at every agreement: a rank whose p differs (here from the start) ends the run with exit 4."""
+    sets = ["augment.type=ada", "augment.target=null", "augment.initial_p=0.25", "run.total_iters=8"]
+    res = train(tmp_path, 2, *sets, fault="augment-p=1:0.5", timeout=120)
+    assert [r.returncode for r in res] == [EXIT_RANK_MISMATCH] * 2, res[0].stdout[-3000:]
+    bits = {p: struct.unpack("<q", struct.pack("<d", p))[0] for p in (0.25, 0.5)}
+    out = res[0].stdout
+    assert (
+        "rank 0: iteration=0" in out and f"augment_p_bits={bits[0.25]}" in out and f"augment_p_bits={bits[0.5]}" in out
+    )
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def flat_colours(root: Path, colours: np.ndarray) -> Path:
