@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from dsgan.config import Ada, Augment, DiffAugment
+from dsgan.config import Ada, Augment, DiffAugment, NoAugment
 from dsgan.distributed import DistEnv
 from dsgan.losses import View
 from dsgan.steps import step_seed
@@ -309,21 +308,18 @@ class AugmentPipe:
 
     def view(self, iteration: int, micro: int) -> View | None:
         """The augmentation of one batch: a pure function of its input (re-seeded on each call); fp32 math,
-        autocast off, returned in the input's dtype."""
-        cfg = self.cfg
-        if isinstance(cfg, DiffAugment):
-            op: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = lambda x, g: diffaugment(x, cfg, g)  # noqa: E731
-        elif isinstance(cfg, Ada):
-            p = self.p
-            op = lambda x, g: ada(x, cfg, p, g)  # noqa: E731
-        else:
+        autocast off, returned in the input's dtype. None without augmentation."""
+        cfg, p = self.cfg, self.p
+        if isinstance(cfg, NoAugment):
             return None
         seed = step_seed(self.seed, self.env.rank, iteration, AUG_STREAM + micro)
 
         def augmented(images: torch.Tensor) -> torch.Tensor:
             gen = torch.Generator(images.device).manual_seed(seed)
             with torch.autocast(images.device.type, enabled=False):
-                return op(images.float(), gen).to(images.dtype)
+                x = images.float()
+                x = diffaugment(x, cfg, gen) if isinstance(cfg, DiffAugment) else ada(x, cfg, p, gen)
+                return x.to(images.dtype)
 
         return augmented
 
