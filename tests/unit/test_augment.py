@@ -87,6 +87,21 @@ def test_diffaugment_policy_draws_within_the_papers_ranges():
         assert torch.equal(out[b][:, ~zeroed[b, 0]], x[b][:, ~zeroed[b, 0]])
 
 
+def test_diffaugment_colour_is_the_papers_formula_with_the_drawn_values():
+    """Replaying the generator: brightness + (U - 0.5), saturation x 2U about the channel mean, contrast x (U + 0.5)
+    about the image mean (Zhao et al.'s rand_brightness, rand_saturation, rand_contrast), written out here."""
+    x = images(batch=6)
+    out = augment.diffaugment(x, DiffAugment(policy="color"), torch.Generator().manual_seed(3))
+    replay = torch.Generator().manual_seed(3)
+    u = [torch.rand(6, generator=replay).view(-1, 1, 1, 1) for _ in range(3)]
+    expected = x + (u[0] - 0.5)
+    expected = (expected - expected.mean(1, keepdim=True)) * (2 * u[1]) + expected.mean(1, keepdim=True)
+    expected = (expected - expected.mean((1, 2, 3), keepdim=True)) * (u[2] + 0.5) + expected.mean(
+        (1, 2, 3), keepdim=True
+    )
+    torch.testing.assert_close(out, expected)
+
+
 def test_diffaugment_colour_keeps_each_image_an_affine_map_of_itself():
     """color = brightness, saturation, contrast: on a grey image (saturation has nothing to scale) each output is
     a * x + b per image with a in [0.5, 1.5]."""
