@@ -102,6 +102,24 @@ def test_diffaugment_colour_is_the_papers_formula_with_the_drawn_values():
     torch.testing.assert_close(out, expected)
 
 
+def test_diffaugment_translation_and_cutout_with_the_drawn_offsets():
+    """Replaying the generator (rand_translation: offsets in [-1, 1] for 8 pixels at ratio 1/8; rand_cutout: a
+    4x4 square around a centre in [0, 8] for ratio 1/2), against the brute-force shift and an explicit hole."""
+    x = images(batch=6)
+    out = augment.diffaugment(x, DiffAugment(policy="translation"), torch.Generator().manual_seed(4))
+    replay = torch.Generator().manual_seed(4)
+    dy, dx = (torch.randint(-1, 2, (6,), generator=replay) for _ in range(2))
+    for b in range(6):
+        assert torch.equal(out[b], shifted(x[b], int(dy[b]), int(dx[b])))
+    out = augment.diffaugment(x, DiffAugment(policy="cutout"), torch.Generator().manual_seed(5))
+    replay = torch.Generator().manual_seed(5)
+    cy, cx = (torch.randint(0, 9, (6,), generator=replay) for _ in range(2))
+    for b in range(6):
+        expected = x[b].clone()
+        expected[:, max(int(cy[b]) - 2, 0) : int(cy[b]) + 2, max(int(cx[b]) - 2, 0) : int(cx[b]) + 2] = 0
+        assert torch.equal(out[b], expected)
+
+
 def test_diffaugment_colour_keeps_each_image_an_affine_map_of_itself():
     """color = brightness, saturation, contrast: on a grey image (saturation has nothing to scale) each output is
     a * x + b per image with a in [0.5, 1.5]."""
