@@ -142,6 +142,9 @@ def only(*ops: str, **strengths: float) -> Ada:
 def test_ada_at_p_zero_is_the_identity():
     x = images()
     assert augment.ada(x, Ada(), 0.0, torch.Generator().manual_seed(0)) is x
+    # and every op's draw is off: both matrices are exactly the identity
+    geometric, color = augment.ada_matrices(Ada(), 0.0, x.shape, torch.Generator().manual_seed(0), x.device)
+    assert torch.equal(geometric, torch.eye(3).expand(4, 3, 3)) and torch.equal(color, torch.eye(4).expand(4, 4, 4))
 
 
 def test_flip_and_quarter_turns_resample_exactly():
