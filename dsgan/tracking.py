@@ -141,12 +141,12 @@ def progress_line(metrics: dict[str, float], iteration: int, total_iters: int, e
     """The console's view of one logging interval; G's loss reads "-" for an interval without a G step; ADA's p
     shows when it is kept."""
     g = f"{metrics['g_loss']:.3f}" if "g_loss" in metrics else "-"
-    augment = f"aug p {metrics['aug/p']:.3f} | " if "aug/p" in metrics else ""
     minutes, seconds = divmod(round(eta_seconds), 60)
     eta = f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}"  # hours past 24 for long runs
     return (
         f"it {iteration}/{total_iters} ({100 * iteration / total_iters:.0f}%) | kimg {metrics['kimg']:.1f} | "
         f"D {metrics['d_loss']:.3f} (real {metrics['d_loss_real']:.3f} fake {metrics['d_loss_fake']:.3f}) G {g} | "
-        f"D(x) {metrics['d_real_mean']:.2f} D(G(z)) {metrics['d_fake_mean']:.2f} | {augment}"
-        f"{metrics['images_per_second']:.0f} img/s | ETA {eta}"
+        f"D(x) {metrics['d_real_mean']:.2f} D(G(z)) {metrics['d_fake_mean']:.2f} | "
+        + (f"aug p {metrics['aug/p']:.3f} | " if "aug/p" in metrics else "")
+        + f"{metrics['images_per_second']:.0f} img/s | ETA {eta}"
     )
