@@ -5,7 +5,7 @@ Layout of `<run dir>/checkpoints/`:
         generator/ discriminator/   DeepSpeed `save_checkpoint` with one tag per network: weights, optimizer,
                                     fp16 loss scaler, LR scheduler, ZeRO partitions (one file per rank)
         trainer.pt              the TrainerState: iteration, images consumed, best score, EMA weights, wandb run id,
-                                resolved config, world size
+                                resolved config, world size, path-length mean, ADA's p
         rng-rank{R}.pt          python/numpy/torch/cuda RNG states of each rank
         manifest.json           size and sha256 of every file above; written last
     latest                      name of the newest complete checkpoint (a hint; the manifest decides)
@@ -93,6 +93,11 @@ class TrainerState:
     wandb_run_id: str | None = None
     pl_mean: float = 0.0
     """The running mean of StyleGAN2's path length (dsgan.steps.PathLength), the same on every rank."""
+    augment_p: float | None = None
+    """ADA's augmentation probability (dsgan.augment.AugmentPipe), the same on every rank; None until an ADA run
+    saves it (a fresh ADA run starts at augment.initial_p)."""
+    augment_signs: tuple[float, int] = (0.0, 0)
+    """ADA: the sum of sign(D(real)) over all ranks since p's last adjustment, and the number of logits summed."""
 
 
 LOCK = "dsgan.lock"

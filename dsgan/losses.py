@@ -8,6 +8,7 @@ penalties in fp16 tend to NaN).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import torch
@@ -47,20 +48,29 @@ def g_loss(loss_type: str, fake_logits: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown loss type {loss_type!r}")
 
 
-def _input_gradients(d_module: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """grad_x D(x) per sample, with a graph (the penalty is differentiated again). Autocast off: fp32 unless a bf16
-    engine made D's parameters bf16 (bf16 has fp32's range, so no overflow as in fp16)."""
+View = Callable[[torch.Tensor], torch.Tensor]
+"""What D sees of an image batch: its augmentation (dsgan.augment); None where D sees the images as they are."""
+
+
+def _input_gradients(
+    d_module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, view: View | None = None
+) -> torch.Tensor:
+    """grad_x D(view(x)) per sample, with a graph (the penalty is differentiated again). Autocast off: fp32 unless a
+    bf16 engine made D's parameters bf16 (bf16 has fp32's range, so no overflow as in fp16)."""
     x = x.detach().float().requires_grad_(True)
     # The backward too: it runs under the caller's autocast. Partial-precision layers (StyleGAN2) in fp32 as well.
     with torch.autocast(x.device.type, enabled=False), full_precision(d_module):
-        out = d_module(x, y).float()
+        out = d_module(view(x) if view else x, y).float()
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.flatten(1)
 
 
-def r1_penalty(d_module: nn.Module, real: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """E ||grad_x D(x)||^2 on reals (Mescheder et al. 2018); the caller applies gamma / 2."""
-    return _input_gradients(d_module, real, y).pow(2).sum(1).mean()
+def r1_penalty(
+    d_module: nn.Module, real: torch.Tensor, y: torch.Tensor | None, view: View | None = None
+) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 on reals (Mescheder et al. 2018); the caller applies gamma / 2. With an augmentation
+    `view`, the gradient of D(view(x)) w.r.t. the un-augmented x (NVlabs' R1 under ADA)."""
+    return _input_gradients(d_module, real, y, view).pow(2).sum(1).mean()
 
 
 def gradient_penalty(
@@ -69,25 +79,32 @@ def gradient_penalty(
     fake: torch.Tensor,
     y: torch.Tensor | None,
     generator: torch.Generator | None = None,
+    view: View | None = None,
 ) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): E (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake."""
+    """WGAN-GP (Gulrajani et al. 2017): E (||grad D(view(x_hat))|| - 1)^2 on random interpolates of real and fake."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator, device=real.device)
     x_hat = alpha * real.detach().float() + (1 - alpha) * fake.detach().float()
-    return (_input_gradients(d_module, x_hat, y).norm(dim=1) - 1).pow(2).mean()
+    return (_input_gradients(d_module, x_hat, y, view).norm(dim=1) - 1).pow(2).mean()
 
 
 def d_regularizer(
-    cfg: Loss, d_module: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, d_update: int
+    cfg: Loss,
+    d_module: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    y: torch.Tensor | None,
+    d_update: int,
+    view: View | None = None,
 ) -> torch.Tensor | None:
     """The weighted penalties for a D micro-step of D update `d_update` (0-based), or None. R1 is lazy (StyleGAN2):
     applied to every micro-batch of every `r1_interval`-th update and scaled by the interval so that its average
     strength does not depend on the interval. A conditional D scores WGAN-GP interpolates with the real images'
-    labels."""
+    labels. `view`: the reals' augmentation, which D sees in both penalties (the same draw as the real logits')."""
     terms = []
     if cfg.r1_weight > 0 and d_update % cfg.r1_interval == 0:
-        terms.append(cfg.r1_weight / 2 * cfg.r1_interval * r1_penalty(d_module, real, y))
+        terms.append(cfg.r1_weight / 2 * cfg.r1_interval * r1_penalty(d_module, real, y, view))
     if cfg.gp_weight > 0:
-        terms.append(cfg.gp_weight * gradient_penalty(d_module, real, fake, y))
+        terms.append(cfg.gp_weight * gradient_penalty(d_module, real, fake, y, view=view))
     return torch.stack(terms).sum() if terms else None
 
 

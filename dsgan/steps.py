@@ -12,11 +12,11 @@ import torch
 from dsgan.config import GeneratorModel, Loss
 from dsgan.distributed import DistEnv
 from dsgan.engines import EngineDict, Update
-from dsgan.losses import StyleSpace, d_loss, d_regularizer, g_loss, path_length_penalty
+from dsgan.losses import StyleSpace, View, d_loss, d_regularizer, g_loss, path_length_penalty
 from dsgan.schedule import Schedule
 
-D_STATS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real_mean", "d_fake_mean", "d_reg")
-"""What `d_step` returns, in order."""
+D_STATS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real_mean", "d_fake_mean", "d_reg", "d_real_sign")
+"""What `d_step` returns, in order (d_real_sign: the mean of sign(D(real)), ADA's overfitting heuristic r_t)."""
 G_STATS = ("g_loss", "g_reg")
 """What `g_step` returns, in order."""
 PL_STREAM = 1 << 20
@@ -48,17 +48,21 @@ def d_step(
     fake_y: torch.Tensor | None,
     d_update: int,
     measure_grad_norm: bool = False,
+    real_view: View | None = None,
+    fake_view: View | None = None,
 ) -> tuple[torch.Tensor, Update]:
     """One D micro-step of D update `d_update` (0-based: which updates regularise). Fakes come from G's module
     under no_grad (no G graph, no G engine hooks); real and fake terms (and any gradient penalty) are summed into
-    one loss for a single backward. Returns the detached D_STATS and D's update."""
+    one loss for a single backward. D sees `real_view(real)` and `fake_view(fake)` (the augmentation, dsgan.augment;
+    None: the images as they are), and the penalties differentiate D(real_view(x)) w.r.t. x, as NVlabs' R1 does.
+    Returns the detached D_STATS and D's update."""
     g, d = engines["generator"], engines["discriminator"]
     with torch.no_grad(), g.optim_context():
         fake = g.module(z, fake_y)
-    real_logits = d(real, labels)
-    fake_logits = d(fake, fake_y)
+    real_logits = d(real_view(real) if real_view else real, labels)
+    fake_logits = d(fake_view(fake) if fake_view else fake, fake_y)
     loss, parts = d_loss(loss_cfg.type, real_logits, fake_logits)
-    reg = d_regularizer(loss_cfg, d.module, real, fake, labels, d_update)
+    reg = d_regularizer(loss_cfg, d.module, real, fake, labels, d_update, real_view)
     if reg is not None:
         loss = loss + reg
     update = d.update_params(loss, measure_grad_norm)
@@ -70,6 +74,7 @@ def d_step(
             real_logits.detach().float().mean(),
             fake_logits.detach().float().mean(),
             reg.detach().float() if reg is not None else torch.zeros((), device=loss.device),
+            real_logits.detach().float().sign().mean(),
         ]
     )
     return stats, update
@@ -90,17 +95,18 @@ def g_step(
     fake_y: torch.Tensor | None,
     measure_grad_norm: bool = False,
     path_length: tuple[PathLengthBatch, torch.Tensor] | None = None,
+    view: View | None = None,
 ) -> tuple[torch.Tensor, Update, torch.Tensor | None]:
     """One G micro-step through G's engine; D runs as its frozen module (through D's engine, its gradient hooks
-    break G's backward at ZeRO 0-2). With `path_length` (the batch and the running mean), the weighted penalty
-    joins the same loss: one backward. Returns (detached G_STATS, G's update, the updated path-length mean or
-    None)."""
+    break G's backward at ZeRO 0-2) on `view(fake)` (the augmentation, differentiated through). With `path_length`
+    (the batch and the running mean), the weighted penalty joins the same loss: one backward. Returns (detached
+    G_STATS, G's update, the updated path-length mean or None)."""
     g, d = engines["generator"], engines["discriminator"]
     reg, path_mean = None, None
     with d.frozen() as critic:
         fake = g(z, fake_y)
         with d.optim_context():
-            loss = g_loss(loss_cfg.type, critic(fake, fake_y))
+            loss = g_loss(loss_cfg.type, critic(view(fake) if view else fake, fake_y))
         if path_length is not None:
             (pl_z, pl_y, probe), mean = path_length
             # G's module, not its engine: autograd.grad through an engine fires its gradient hooks (see losses).

@@ -189,12 +189,14 @@ def hms(seconds: float) -> str:
 
 
 def progress_line(metrics: dict[str, float], iteration: int, total_iters: int, eta_seconds: float) -> str:
-    """The console's view of one logging interval; G's loss reads "-" for an interval without a G step."""
+    """The console's view of one logging interval; G's loss reads "-" for an interval without a G step; ADA's p
+    shows when it is kept."""
     g = f"{metrics['g_loss']:.3f}" if "g_loss" in metrics else "-"
     eta = hms(eta_seconds)
     return (
         f"it {iteration}/{total_iters} ({100 * iteration / total_iters:.0f}%) | kimg {metrics['kimg']:.1f} | "
         f"D {metrics['d_loss']:.3f} (real {metrics['d_loss_real']:.3f} fake {metrics['d_loss_fake']:.3f}) G {g} | "
         f"D(x) {metrics['d_real_mean']:.2f} D(G(z)) {metrics['d_fake_mean']:.2f} | "
-        f"{metrics['images_per_second']:.0f} img/s | ETA {eta}"
+        + (f"aug p {metrics['aug/p']:.3f} | " if "aug/p" in metrics else "")
+        + f"{metrics['images_per_second']:.0f} img/s | ETA {eta}"
     )

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from dsgan import checkpoint, distributed
+from dsgan.augment import AugmentPipe
 from dsgan.checkpoint import TrainerState
 from dsgan.cli import add_train_arguments
 from dsgan.config import Config, config_hash, load_config
@@ -43,7 +44,7 @@ from dsgan.eval.run import Evaluator
 from dsgan.models import Generator, build_discriminator, build_generator
 from dsgan.samples import fixed_noise, generate, save_grid
 from dsgan.schedule import Schedule
-from dsgan.steps import IntervalStats, PathLength, d_step, g_step, sample_latents, step_seed
+from dsgan.steps import D_STATS, IntervalStats, PathLength, d_step, g_step, sample_latents, step_seed
 from dsgan.tracking import Tracker, progress_line
 
 log = logging.getLogger("dsgan")
@@ -73,6 +74,8 @@ class Run:
     """Rank 0's lock on the run dir (see checkpoint.hold_run_dir), held until the process exits."""
     path_length: PathLength
     """The path-length regularizer's running mean (trainer state) and timing."""
+    augment: AugmentPipe
+    """The augmentation of D's inputs and ADA's p (trainer state)."""
     evaluator: Evaluator | None = None
     """Built at the first evaluation."""
 
@@ -134,6 +137,8 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     total_iters = cfg.total_iters_for(env.world_size)
     schedule = Schedule.of(cfg)
     path_length = PathLength(cfg.loss, g_model, cfg.run.seed, env, state.pl_mean)
+    images_per_iter = cfg.images_per_iter(env.world_size)
+    augment = AugmentPipe(cfg.augment, cfg.run.seed, env, images_per_iter, state.augment_p, state.augment_signs)
     return Run(
         cfg,
         env,
@@ -148,6 +153,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
         state.iteration,
         lock,
         path_length,
+        augment,
     )
 
 
@@ -187,9 +193,13 @@ def train(run: Run) -> int:
         real = real.to(env.device, non_blocking=True)
         labels = real_labels.to(env.device, non_blocking=True) if g_model.num_classes else None
 
-        # --- D phase: one micro-batch; fakes without G's graph
+        # --- D phase: one micro-batch; fakes without G's graph; D sees both (and R1 the reals) augmented
         z, fake_y = sample_latents(g_model, cfg.run.seed, env, it, 0, real.shape[0])
-        d_stats, d_update = d_step(run.engines, cfg.loss, real, labels, z, fake_y, schedule.d_updates(it), measure)
+        real_view, fake_view = run.augment.d_views(it)
+        d_stats, d_update = d_step(
+            run.engines, cfg.loss, real, labels, z, fake_y, schedule.d_updates(it), measure, real_view, fake_view
+        )
+        run.augment.observe(d_stats[D_STATS.index("d_real_sign")], real.shape[0])
         if not fp16["discriminator"]:
             nonfinite |= ~torch.isfinite(d_stats[0])
         stats.add_d(d_stats, d_update)
@@ -198,7 +208,9 @@ def train(run: Run) -> int:
         for k in range(plan.g_micro_steps):
             z, fake_y = sample_latents(g_model, cfg.run.seed, env, it, 1 + k, real.shape[0])
             pl = run.path_length.batch(it, k, real.shape[0]) if run.path_length.due(schedule, it, k) else None
-            g_stats, g_update, path_mean = g_step(run.engines, cfg.loss, z, fake_y, measure, pl)
+            g_stats, g_update, path_mean = g_step(
+                run.engines, cfg.loss, z, fake_y, measure, pl, run.augment.g_view(it, k)
+            )
             if path_mean is not None:
                 run.path_length.update(path_mean)
             if not fp16["generator"]:
@@ -211,6 +223,10 @@ def train(run: Run) -> int:
         # --- counters
         state.iteration = it + 1
         state.images_consumed += images_per_iter
+
+        # --- ADA: p towards r_t = target, from all ranks' signs since the last adjustment (the interval's one sync)
+        if run.augment.adjust_due(state.iteration):
+            run.augment.adjust()
 
         # --- log
         if state.iteration % cfg.run.log_every_iters == 0 or state.iteration == run.total_iters:
@@ -250,13 +266,16 @@ def _agree(run: Run, cfg_hash: int, nonfinite: torch.Tensor) -> bool:
     flags. Returns stop."""
     it = run.state.iteration
     g, d = run.engines["generator"], run.engines["discriminator"]
+    # ADA's p: each rank's own as expected, so that any difference between ranks is a disagreement
     expected = {**run.schedule.fingerprint(it, run.start_iteration), "config_hash": cfg_hash}
+    expected["augment_p_bits"] = run.augment.p_bits
     counters = {
         "iteration": it,
         "d_micro_steps": d.micro_steps,
         "d_updates": d.global_steps,
         "g_micro_steps": g.micro_steps,
         "config_hash": cfg_hash,
+        "augment_p_bits": run.augment.p_bits,
     }
     flags = torch.cat([torch.tensor([int(bool(run.stop_requested))], device=run.env.device), nonfinite])
     stop, bad = distributed.agree(counters, expected, flags, run.env)
@@ -290,6 +309,7 @@ def _log(run: Run, interval: dict[str, float], iters: int, elapsed: float) -> No
             metrics[f"{name}_loss_scale"] = scale
     if run.cfg.loss.pl_weight > 0:
         metrics["pl_mean"] = run.path_length.mean.item()
+    metrics |= run.augment.metrics()
     if run.ema is not None:
         metrics["ema_momentum"] = run.ema.cfg.momentum
         metrics["ema_active"] = float(g.global_steps > run.ema.cfg.start_g_updates)
@@ -351,6 +371,7 @@ def _save(run: Run, best: bool = False) -> None:
         ema=run.ema.state_dict() if run.ema is not None else None,
         wandb_run_id=run.tracker.wandb_run_id,
         pl_mean=run.path_length.mean.item(),
+        **run.augment.state(),
     )
     ckpt = run.cfg.checkpoint
     path = checkpoint.save(

@@ -14,18 +14,36 @@ DeepSpeed owns the batch and optimizer settings (`train_micro_batch_size_per_gpu
 from dsgan.config.deepspeed import DeepSpeedConfig
 from dsgan.config.load import apply_override, config_hash, load_config
 from dsgan.config.models import DiscriminatorModel, GeneratorModel
-from dsgan.config.run import EMA, Config, Data, DigitsData, ImageFolderData, Loss, NvlabsZipData, PackedData, Wandb
+from dsgan.config.run import (
+    EMA,
+    Ada,
+    Augment,
+    Config,
+    Data,
+    DiffAugment,
+    DigitsData,
+    ImageFolderData,
+    Loss,
+    NoAugment,
+    NvlabsZipData,
+    PackedData,
+    Wandb,
+)
 
 __all__ = [
     "EMA",
+    "Ada",
+    "Augment",
     "Config",
     "Data",
+    "DiffAugment",
     "DeepSpeedConfig",
     "DigitsData",
     "DiscriminatorModel",
     "GeneratorModel",
     "ImageFolderData",
     "Loss",
+    "NoAugment",
     "NvlabsZipData",
     "PackedData",
     "Wandb",

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from dsgan.config.models import DiscriminatorModel, GeneratorModel
-from dsgan.config.run import Config, Data
+from dsgan.config.run import Augment, Config, Data
 from dsgan.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default" / "digits.yaml"
@@ -90,7 +90,7 @@ def _tags(union: Any) -> set[str]:
 
 # pydantic puts the chosen member's tag in an error's location (`generator.model.DCGANGenerator.noise_size`); the
 # messages leave it out.
-_UNION_TAGS = _tags(GeneratorModel) | _tags(DiscriminatorModel) | _tags(Data)
+_UNION_TAGS = _tags(GeneratorModel) | _tags(DiscriminatorModel) | _tags(Data) | _tags(Augment)
 
 
 def format_errors(exc: ValidationError, files: dict[str, str]) -> str:

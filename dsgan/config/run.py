@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from dsgan.config.base import NonNegativeFloat, Strict
 from dsgan.config.deepspeed import DeepSpeedConfig
@@ -130,6 +130,116 @@ class NvlabsZipData(Strict):
 Data = Annotated[DigitsData | ImageFolderData | PackedData | NvlabsZipData, Field(discriminator="type")]
 
 
+DIFFAUGMENT_OPS = ("color", "translation", "cutout")
+"""DiffAugment's policy words (Zhao et al. 2020); color = brightness, saturation and contrast, in that order."""
+ADA_GEOMETRIC_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
+ADA_COLOR_OPS = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+ADA_PRESETS = {
+    "blit": ("xflip", "rotate90", "xint"),
+    "geom": ("scale", "rotate", "aniso", "xfrac"),
+    "color": ADA_COLOR_OPS,
+    "bg": ADA_GEOMETRIC_OPS,
+    "bgc": ADA_GEOMETRIC_OPS + ADA_COLOR_OPS,
+}
+"""NVlabs' `--augpipe` names for groups of ops."""
+
+
+def _op_list(text: str, known: tuple[str, ...], presets: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Comma-separated names (presets expanded), each once, in the order given; ValueError naming the bad one."""
+    ops: list[str] = []
+    for word in (w.strip() for w in text.split(",")):
+        if not word:
+            raise ValueError(f"{text!r}: empty name between commas")
+        for op in presets.get(word, (word,)):
+            if op not in known:
+                names = ", ".join((*presets, *known))
+                raise ValueError(f"unknown augmentation {op!r} in {text!r}; known: {names}")
+            if op in ops:
+                raise ValueError(f"{op!r} appears twice in {text!r}")
+            ops.append(op)
+    return tuple(ops)
+
+
+class NoAugment(Strict):
+    """D sees the images as they are."""
+
+    type: Literal["none"] = "none"
+
+
+class DiffAugment(Strict):
+    """Differentiable Augmentation (Zhao et al. 2020): every image D sees, real or fake, in both phases, gets every op
+    of the policy, with the paper's parameters, drawn per image."""
+
+    type: Literal["diffaugment"] = "diffaugment"
+    policy: str = "color,translation,cutout"
+    """Comma-separated ops, applied in this order: color (brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast
+    x U(0.5, 1.5)), translation (integer shift, zero fill), cutout (a zeroed square)."""
+    translation_ratio: Annotated[float, Field(gt=0, le=0.5)] = 0.125
+    """Largest shift, as a fraction of the image side (rounded to pixels)."""
+    cutout_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Side of the cutout square, as a fraction of the image side (rounded to pixels)."""
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, policy: str) -> str:
+        _op_list(policy, DIFFAUGMENT_OPS, {})
+        return policy
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return _op_list(self.policy, DIFFAUGMENT_OPS, {})
+
+
+class Ada(Strict):
+    """Adaptive discriminator augmentation (Karras et al. 2020, NVlabs stylegan2-ada-pytorch): each op of `ops` is
+    applied to each image D sees with probability p; p follows the overfitting heuristic r_t = E[sign(D(real))].
+    Strengths are NVlabs' defaults."""
+
+    type: Literal["ada"] = "ada"
+    ops: str = "bgc"
+    """Comma-separated ops or NVlabs presets (blit, geom, color, bg, bgc = all): xflip, rotate90, xint, scale,
+    rotate, aniso, xfrac, brightness, contrast, lumaflip, hue, saturation."""
+    target: Annotated[float, Field(gt=0, lt=1)] | None = 0.6
+    """r_t to aim at: p rises while E[sign(D(real))] is above it, falls while below. None = p stays `initial_p`."""
+    ada_kimg: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 500.0
+    """Speed: p can go from 0 to 1 in this many thousand real images (NVlabs' ada_kimg)."""
+    interval_iters: PositiveInt = 4
+    """p is adjusted every this many iterations, from the signs of all ranks' real logits since the last adjustment
+    (NVlabs: every 4 batches)."""
+    initial_p: Annotated[float, Field(ge=0, le=1)] = 0.0
+    xint_max: Annotated[float, Field(ge=0, le=1)] = 0.125
+    """Integer translation: largest shift, as a fraction of the image side."""
+    scale_std: NonNegativeFloat = 0.2
+    """Isotropic scaling: standard deviation of log2(scale)."""
+    rotate_max: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Rotation: largest angle as a fraction of half a turn (1 = any angle)."""
+    aniso_std: NonNegativeFloat = 0.2
+    """Anisotropic scaling: standard deviation of log2(x scale) (y is scaled by its inverse)."""
+    xfrac_std: NonNegativeFloat = 0.125
+    """Fractional translation: standard deviation, as a fraction of the image side."""
+    brightness_std: NonNegativeFloat = 0.2
+    """Brightness: standard deviation of the offset added to every channel."""
+    contrast_std: NonNegativeFloat = 0.5
+    """Contrast: standard deviation of log2(factor)."""
+    hue_max: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Hue: largest rotation about the luma axis, as a fraction of half a turn."""
+    saturation_std: NonNegativeFloat = 1.0
+    """Saturation: standard deviation of log2(factor) of the chroma (the part orthogonal to the luma axis)."""
+
+    @field_validator("ops")
+    @classmethod
+    def _ops(cls, ops: str) -> str:
+        _op_list(ops, ADA_GEOMETRIC_OPS + ADA_COLOR_OPS, ADA_PRESETS)
+        return ops
+
+    @property
+    def op_set(self) -> frozenset[str]:
+        return frozenset(_op_list(self.ops, ADA_GEOMETRIC_OPS + ADA_COLOR_OPS, ADA_PRESETS))
+
+
+Augment = Annotated[NoAugment | DiffAugment | Ada, Field(discriminator="type")]
+
+
 class Run(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     dir: Path
@@ -207,6 +317,8 @@ class Config(Strict):
     discriminator: DiscriminatorEngine
     ema: EMA | None = EMA()
     data: Data
+    augment: Augment = NoAugment()
+    """Augmentation of every image D sees (none, diffaugment, ada); see README, Augmentation."""
     checkpoint: Checkpoint = Checkpoint()
     tracking: Tracking = Tracking()
     eval: Eval = Eval()
@@ -244,6 +356,11 @@ class Config(Strict):
             raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
         if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:
             raise ValueError("eval.features='digits' only applies to data.type='digits'; use 'inception'")
+        if isinstance(self.augment, Ada) and d.in_channels not in (1, 3) and self.augment.op_set & set(ADA_COLOR_OPS):
+            raise ValueError(
+                f"augment.ops={self.augment.ops!r} has colour ops, defined for RGB or grey images only, but "
+                f"discriminator.model.in_channels={d.in_channels}; leave the colour ops out"
+            )
         schedule = Schedule.of(self)
         for name, value in (
             ("run.total_iters", self.run.total_iters),

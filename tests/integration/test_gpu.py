@@ -1,5 +1,5 @@
 """fp16 needs a GPU (DeepSpeed refuses fp16 on CPU): each engine's own loss scaler, on CUDA; StyleGAN2 in fp16 engines
-and in partial fp16 (its top scales in fp16 inside fp32 engines, MMagic/NVlabs' mixed precision)."""
+and in partial fp16 (its top scales in fp16 inside fp32 engines, MMagic/NVlabs' mixed precision); ADA on fp16 fakes."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ def test_stylegan2_fp16_trains_with_both_regularizers_and_resumes(tmp_path, prec
     assert "resumed from" in out
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["pl_mean"] > 0 and last["g_loss"] == last["g_loss"]  # path length ran; no NaN
+
+
+def test_stylegan2_fp16_with_ada_trains_and_resumes(tmp_path):
+    """ADA on fp16 fakes (augmented in fp32, handed back in fp16), R1 through it, on CUDA; p continues on resume."""
+    ada = ("augment.type=ada", "augment.initial_p=0.5", "augment.ada_kimg=1")
+    ok(train(tmp_path, 1, "run.total_iters=8", *FP16, *ada, config=STYLEGAN2_TINY))
+    out = ok(train(tmp_path, 1, "run.total_iters=12", *FP16, *ada, config=STYLEGAN2_TINY))
+    assert "resumed from" in out
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["aug/p"] <= 1 for r in records) and records[-1]["d_loss"] == records[-1]["d_loss"]

@@ -1,5 +1,6 @@
 """BigGAN inside DeepSpeed engines on 2 CPU ranks (gloo): bf16 and autocast at ZeRO 0-3, spectral-norm `u` equal
 across ranks, R1 through the D module inside a D engine step, and the EMA of a ZeRO-3 G equal to that of a ZeRO-0 G.
+The first two with ADA ('bgc', p = 0.5) on every image D sees, R1's reals included.
 
 Each test spawns 2 ranks that run the assertions themselves; a failing rank's traceback is re-raised here. The steps
 are dsgan's own `d_step` and `g_step`.
@@ -17,14 +18,16 @@ import torch.multiprocessing as mp
 from launch import free_port
 from torch import nn
 
+from dsgan.augment import AugmentPipe
 from dsgan.config import EMA as EMAConfig
-from dsgan.config import DeepSpeedConfig, Loss
+from dsgan.config import Ada, DeepSpeedConfig, Loss
 from dsgan.config import models as c
+from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, NetworkEngine
 from dsgan.models import build_discriminator, build_generator
 from dsgan.models.layers import SpectralNorm
-from dsgan.steps import d_step, g_step
+from dsgan.steps import D_STATS, d_step, g_step
 
 WORLD, BATCH, CLASSES = 2, 2, 4
 HINGE = Loss()
@@ -98,16 +101,33 @@ def batch(rank: int, it: int, scale: int) -> tuple[torch.Tensor, ...]:
     return real, labels, z, fake_y
 
 
-def train(g_eng, d_eng, rank: int, scale: int, iters: int, loss_cfg: Loss = HINGE, ema: EMA | None = None) -> None:
-    """`iters` x (one D update, one G update), through dsgan's step functions."""
+def augmentation(rank: int) -> AugmentPipe:
+    """ADA with every 'bgc' op at p = 0.5 (fixed), drawn per rank and iteration as in the trainer."""
+    env = DistEnv(rank=rank, local_rank=rank, world_size=WORLD, device=torch.device("cpu"))
+    return AugmentPipe(Ada(target=None, initial_p=0.5), 0, env, BATCH * WORLD, None, (0.0, 0))
+
+
+def train(
+    g_eng,
+    d_eng,
+    rank: int,
+    scale: int,
+    iters: int,
+    loss_cfg: Loss = HINGE,
+    ema: EMA | None = None,
+    augment: AugmentPipe | None = None,
+) -> None:
+    """`iters` x (one D update, one G update), through dsgan's step functions; D's inputs through `augment`."""
     engines = EngineDict(g_eng, d_eng)
     for it in range(iters):
         real, labels, z, fake_y = batch(rank, it, scale)
-        d_stats, _ = d_step(engines, loss_cfg, real, labels, z[0], fake_y[0], it)
+        real_view, fake_view = augment.d_views(it) if augment else (None, None)
+        d_stats, _ = d_step(engines, loss_cfg, real, labels, z[0], fake_y[0], it, False, real_view, fake_view)
         assert torch.isfinite(d_stats).all(), d_stats
         if loss_cfg.r1_weight:
-            assert d_stats[-1] > 0  # the R1 term was computed and added
-        g_stats, update, _ = g_step(engines, loss_cfg, z[1], fake_y[1])
+            assert d_stats[D_STATS.index("d_reg")] > 0  # the R1 term was computed and added
+        g_view = augment.g_view(it, 0) if augment else None
+        g_stats, update, _ = g_step(engines, loss_cfg, z[1], fake_y[1], view=g_view)
         loss = g_stats[0]
         assert torch.isfinite(loss) and update.stepped
         if ema is not None:
@@ -145,7 +165,7 @@ def scenario_precisions(rank: int) -> None:
         u0 = spectral_u(g)
         g_eng, d_eng = engine("generator", g, stage, precision), engine("discriminator", d, stage, precision)
         before = {"generator": full_params(g_eng.module), "discriminator": full_params(d_eng.module)}
-        train(g_eng, d_eng, rank, scale, iters=2)
+        train(g_eng, d_eng, rank, scale, iters=2, augment=augmentation(rank))
         check_trained(g_eng, d_eng, before)
         assert not torch.equal(spectral_u(g_eng.module), u0)
         assert g_eng.module.attention is not None or scale == 32
@@ -156,7 +176,7 @@ def scenario_r1(rank: int) -> None:
         g, d = models(32)
         g_eng, d_eng = engine("generator", g, stage, "bf16"), engine("discriminator", d, stage, "bf16")
         before = {"generator": full_params(g_eng.module), "discriminator": full_params(d_eng.module)}
-        train(g_eng, d_eng, rank, 32, iters=2, loss_cfg=Loss(r1_weight=10.0))
+        train(g_eng, d_eng, rank, 32, iters=2, loss_cfg=Loss(r1_weight=10.0), augment=augmentation(rank))
         check_trained(g_eng, d_eng, before)
 
 

@@ -10,12 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from launch import REPO, free_port, launch
-from runs import TINY, ok, start_train, train
+from runs import MID_CYCLE, TINY, assert_identical, final_state, ok, start_train, train
 
 from dsgan.errors import (
     EXIT_CHECKPOINT,
@@ -27,46 +26,6 @@ from dsgan.errors import (
     EXIT_RANK_MISMATCH,
     EXIT_RUN_DIR_BUSY,
 )
-
-# A cycle of 4 iterations (D: 2 updates of 2 micro-batches, then G: 1 update of 2), so that checkpoint boundaries
-# (every 2 iterations) fall in the middle of cycles.
-MID_CYCLE = [
-    "schedule.discriminator_steps=2",
-    "discriminator.deepspeed.gradient_accumulation_steps=2",
-    "generator.deepspeed.gradient_accumulation_steps=2",
-    "run.sample_every_iters=null",
-]
-
-
-def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the newest checkpoint: both engines' weights and optimizer states (all ranks' files), EMA."""
-    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text()
-    out = {}
-    for f in sorted(ckpt.rglob("*.pt")):
-        if f.name.startswith("rng-"):
-            continue
-        _flatten(str(f.relative_to(ckpt)), torch.load(f, weights_only=False), out)
-    return out
-
-
-def _flatten(prefix: str, obj: object, out: dict) -> None:
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            if k not in ("config", "wandb_run_id", "ds_config", "ds_version"):
-                _flatten(f"{prefix}/{k}", v, out)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _flatten(f"{prefix}/{i}", v, out)
-    elif isinstance(obj, (int, float)):
-        out[prefix] = torch.tensor(obj)
-
-
-def assert_identical(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
 
 
 def test_deepspeed_launcher_runs_to_the_end(tmp_path):

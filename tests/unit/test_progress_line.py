@@ -41,3 +41,7 @@ def test_resumed_log_drops_the_abandoned_records(tmp_path, caplog):
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert [(r["iteration"], r["d_loss"]) for r in records] == [(2, 1.0), (4, 1.0), (6, 2.0)]
     assert "dropped 3 record(s) after iteration 4" in caplog.text
+
+
+def test_progress_line_shows_ada_p():
+    assert " D(G(z)) -0.10 | aug p 0.125 | 1234 img/s" in progress_line({**METRICS, "aug/p": 0.125}, 2, 10, 1.0)
