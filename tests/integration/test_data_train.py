@@ -18,8 +18,7 @@ import pytest
 from images import dataset_tool_zip, noise_folder
 from launch import REPO
 from PIL import Image
-from runs import ok, train
-from test_train import MID_CYCLE, assert_identical, final_state
+from runs import MID_CYCLE, assert_identical, final_state, ok, train
 
 from dsgan import prepare as prepare_module
 from dsgan.cli import main as cli_main

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from runs import STYLEGAN2_TINY, ok, train
-from test_train import MID_CYCLE, assert_identical, final_state
+from runs import MID_CYCLE, STYLEGAN2_TINY, assert_identical, final_state, ok, train
 
 
 @pytest.mark.parametrize("world,stage", [(1, 0), (2, 2)])  # ZeRO-3: test_stylegan2_engines.py
