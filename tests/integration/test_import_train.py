@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from runs import TINY, ok, train
 
@@ -65,21 +66,37 @@ def test_imported_run_dir_continues_training_at_two_ranks(tmp_path: Path) -> Non
     assert (out / "checkpoints" / "latest").read_text() == "step-00000004"
 
 
-def test_fine_tune_with_frozen_d_blocks_then_resume(tmp_path: Path) -> None:
+def _fine_tune(tmp_path: Path, world: int, *zero: str) -> tuple:
+    """Fine-tune the imported model for 4 iterations with D's first two blocks frozen; check they kept their
+    weights and the rest trained. Returns (run dir, overrides, initial checkpoint, imported D, D after 4)."""
     out = _import(tmp_path)
     initial = out / "checkpoints" / "step-00000000"
     d0 = torch.load(initial / WEIGHTS, weights_only=True)["discriminator"]
     run = tmp_path / "fine_tune"
-    sets = (*BIGGAN32, f"init.checkpoint={initial}", "init.freeze_d_blocks=2", "checkpoint.every_iters=4")
-    stdout = ok(train(run, 1, *sets, "run.total_iters=4"))
+    sets = (*BIGGAN32, *zero, f"init.checkpoint={initial}", "init.freeze_d_blocks=2", "checkpoint.every_iters=4")
+    stdout = ok(train(run, world, *sets, "run.total_iters=4"))
     assert "starting from the weights of" in stdout
-    cfg = load_config(Path(TINY), list(BIGGAN32))
+    cfg = load_config(Path(TINY), [*BIGGAN32, *zero])
     d4 = network_weights(run / "checkpoints" / "step-00000004", cfg, "discriminator")
     for key, value in d0.items():
         if key.startswith(("blocks.0.", "blocks.1.")) and not key.endswith(".sn.u"):
             assert torch.equal(value, d4[key]), key  # FreezeD: the first two blocks kept their imported weights
     assert not torch.equal(d0["blocks.2.conv1.weight"], d4["blocks.2.conv1.weight"])  # the rest trained
     assert not torch.equal(d0["fc.weight"], d4["fc.weight"])
+    return run, sets, initial, cfg, d0, d4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_fine_tune_with_frozen_d_blocks_under_zero(tmp_path: Path, stage: int) -> None:
+    """Frozen parameters are left out of ZeRO's optimizer partitions (and ZeRO-3's are gathered for the forward)."""
+    _fine_tune(
+        tmp_path, 2, *(f"{net}.deepspeed.zero_optimization.stage={stage}" for net in ("generator", "discriminator"))
+    )
+
+
+def test_fine_tune_with_frozen_d_blocks_then_resume(tmp_path: Path) -> None:
+    run, sets, initial, cfg, d0, d4 = _fine_tune(tmp_path, 1)
 
     initial.rename(tmp_path / "moved")  # a resumed fine-tuning run never reads its initial weights again
     stdout = ok(train(run, 1, *sets, "run.total_iters=8"))
