@@ -10,7 +10,7 @@ import pytest
 import torch
 from runs import TINY, ok, train
 
-from dsgan.checkpoint import WEIGHTS, network_weights
+from dsgan.checkpoint import WEIGHTS, initial_weights, network_weights
 from dsgan.cli import main
 from dsgan.config import load_config
 from dsgan.migrate.layouts import Layout, layout
@@ -64,6 +64,15 @@ def test_imported_run_dir_continues_training_at_two_ranks(tmp_path: Path) -> Non
     stdout = ok(train(out, 2, "run.total_iters=4", config=str(out / "config.yaml")))
     assert "starting from the weights of" in stdout and "step-00000000" in stdout
     assert (out / "checkpoints" / "latest").read_text() == "step-00000004"
+    # That training checkpoint (engine files, no weights.pt) is an init.checkpoint too: G, D and the EMA load from it.
+    step4 = out / "checkpoints" / "step-00000004"
+    cfg = load_config(out / "config.yaml", [f"init.checkpoint={step4}", f"run.dir={tmp_path / 'next'}"])
+    g, d = build_generator(cfg.generator.model), build_discriminator(cfg.discriminator.model)
+    state = initial_weights(cfg, None, g, d)
+    assert state is not None and state.iteration == 4 and state.ema is not None
+    for module, name in ((g, "generator"), (d, "discriminator")):
+        weights = network_weights(step4, cfg, name)
+        assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())
 
 
 def _fine_tune(tmp_path: Path, world: int, *zero: str) -> tuple:
