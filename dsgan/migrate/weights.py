@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dsgan.config import Config
@@ -219,6 +220,30 @@ def convert_network(
     return out
 
 
+def _sigma_gap(converted: dict[str, Tensor], found: dict[str, Tensor], lay: Layout) -> str | None:
+    """How far dsgan's sigma (u.Wv, v = W^T u normalised) is from the source's estimate from the same vectors
+    (|Wv| for BigGAN-PyTorch's style, u.W v_cached for torch's): the worst layer, relative. Zero once u has
+    converged to W's top singular vector; a large gap means the source's outputs differ from dsgan's there."""
+    u_sources = {e.dsgan: e.source for e in lay.entries if e.dsgan and e.source and e.dsgan.endswith(".sn.u")}
+    worst, where = 0.0, ""
+    for key, source in u_sources.items():
+        w = converted[key.removesuffix(".sn.u") + ".weight"].double().flatten(1)
+        u = converted[key].double()
+        wv = w @ F.normalize(w.t() @ u, dim=0)
+        theirs = u @ w @ found[source[:-1] + "v"].double() if source.endswith(".weight_u") else wv.norm()
+        gap = float(abs(u @ wv - theirs) / theirs.abs().clamp_min(1e-12))
+        if gap >= worst:
+            worst, where = gap, key.removesuffix(".sn.u")
+    if not u_sources:
+        return None
+    if worst < 1e-4:
+        return f"spectral norm: dsgan's sigma is within {worst:.1e} of the source's estimate in every layer"
+    return (
+        f"spectral norm: dsgan's sigma differs from the source's estimate by up to {worst:.1e} (relative; in {where}): "
+        "u has not converged there (a short-trained checkpoint), so outputs differ from the source's by about that"
+    )
+
+
 def export_network(state: dict[str, Tensor], lay: Layout) -> dict[str, Tensor]:
     """The inverse map: a dsgan state dict in the source's names and layout, with the source-only tensors
     (sv0, weight_v, num_batches_tracked) as the source would hold them. A filled tensor must be zero."""
@@ -267,8 +292,9 @@ def convert(source: Source, cfg: Config) -> Imported:
         model = module.state_dict()
         found = source.networks.get(network)
         if not found:
-            weights_of = "a copy of G" if network == "ema" else "a fresh initialisation"
-            notes.append(f"the checkpoint has no {network} weights: dsgan's {network} starts from {weights_of}")
+            if network != "generator":  # load_source found G or the EMA: a missing G becomes the EMA, below
+                weights_of = "a copy of G" if network == "ema" else "a fresh initialisation"
+                notes.append(f"the checkpoint has no {network} weights: dsgan's {network} starts from {weights_of}")
             continue
         if network == "ema" and cfg.ema is None:
             why = "dropped: the run config keeps no EMA (ema: null)"
@@ -280,6 +306,8 @@ def convert(source: Source, cfg: Config) -> Imported:
             notes.append(f"{network}: {lay}")
             continue
         converted = convert_network(found, lay, model, network, rows)
+        if gap := _sigma_gap(converted, found, lay):
+            notes.append(f"{network}: {gap}")
         if network == "ema":
             ema = converted
         else:

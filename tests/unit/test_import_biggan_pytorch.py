@@ -69,6 +69,7 @@ def test_biggan_pytorch_modules_give_the_same_images_and_logits(tmp_path: Path) 
     cfg = load_config(REPO / "configs" / "biggan128.yaml", [*SIZE, *CLASSES])
     imported = convert(load_source(tmp_path), cfg)
     assert not [row for row in imported.rows if row[2].startswith("unexpected")]
+    assert any(n.startswith("generator: spectral norm: dsgan's sigma is within") for n in imported.notes)
     g, d = build_generator(cfg.generator.model), build_discriminator(cfg.discriminator.model)
     g.load_state_dict(imported.weights["generator"])
     d.load_state_dict(imported.weights["discriminator"])

@@ -22,7 +22,7 @@ from dsgan.cli import main
 from dsgan.config import load_config
 from dsgan.config import models as c
 from dsgan.migrate.layouts import Layout, layout
-from dsgan.migrate.weights import convert_network, export_network, load_source
+from dsgan.migrate.weights import convert, convert_network, export_network, load_source
 from dsgan.models import build_discriminator, build_generator
 from dsgan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
@@ -361,3 +361,12 @@ def test_biggan_pytorch_folder_with_only_g_ema(tmp_path: Path) -> None:
     assert source.rows == [
         ("state_dict.pth", "-", "not read: optimizer or training-loop state; fine-tuning starts fresh")
     ]
+    sets = ["generator.model.base_channels=8", "discriminator.model.base_channels=8", "generator.model.shared_dim=16"]
+    classes = ["generator.model.num_classes=5", "discriminator.model.num_classes=5"]
+    imported = convert(source, load_config(REPO / "configs" / "biggan128.yaml", [*sets, *classes]))
+    assert all(torch.equal(imported.weights["generator"][k], v) for k, v in g.state_dict().items())
+    assert imported.ema is not None and imported.ema.keys() == imported.weights["generator"].keys()
+    notes = "\n".join(imported.notes)
+    assert "no generator weights" not in notes and "dsgan's discriminator starts from a fresh initialisation" in notes
+    assert "G's weights are the EMA's" in notes
+    assert "ema: spectral norm: dsgan's sigma differs from the source's estimate" in notes  # random u: not converged
