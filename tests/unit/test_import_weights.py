@@ -270,8 +270,8 @@ def _zero_pre_bn_biases(g: torch.nn.Module) -> None:
             up.bias.zero_()
 
 
-def test_migrate_checkpoint_writes_a_run_that_samples_the_same_images(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_migrate_checkpoint_writes_a_run_that_samples_and_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg, g, d = _tiny_unconditional()
     _, ema, _ = _tiny_unconditional()
@@ -304,6 +304,8 @@ def test_migrate_checkpoint_writes_a_run_that_samples_the_same_images(
     assert torch.equal(_outputs(g, (z, None)), _outputs(no_ema, (z, None)))
     assert main(["sample", "--run", str(out), "--num", "4", "--out", str(tmp_path / "grid.png")]) == 0
     assert (tmp_path / "grid.png").stat().st_size > 0
+    assert main(["eval", "--run", str(out), "--digits"]) == 0
+    assert "iteration 0: " in capsys.readouterr().out
 
 
 def test_mmgeneration_0x_ema_prefix(tmp_path: Path) -> None:
