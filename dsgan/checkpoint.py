@@ -441,13 +441,14 @@ def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], what
         if k in own and v.shape != own[k].shape
     ]
     if problems:
-        raise ConfigError(
-            f"{what}: the weights do not fit the configured model ({len(problems)} tensors): "
-            + "; ".join(problems[:8])
-            + ("; ..." if len(problems) > 8 else "")
-            + ". Use the model config the checkpoint was trained with."
-        )
+        raise misfit(f"{what}: the weights do not fit the configured model", problems, "the checkpoint's model config")
     module.load_state_dict(weights)
+
+
+def misfit(what: str, problems: list[str], use: str) -> ConfigError:
+    """One error for every tensor that does not fit (the first ten named), and the fix."""
+    listed = "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
+    return ConfigError(f"{what} ({len(problems)} problems): {listed}. Use {use}.")
 
 
 def initial_weights(

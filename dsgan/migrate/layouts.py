@@ -13,7 +13,7 @@ and sigma from it at each forward.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -145,7 +145,6 @@ def source_sn_style(keys: Iterable[str]) -> SNStyle:
 
 def _biggan_g(g: BigGANGenerator, style: Format, sn: SNStyle) -> Layout:
     L = Layout(sn)
-    conv = "" if style == "biggan-pytorch" else ".conv"
     if style == "mmagic":
         L.layer("fc", "noise2feat", g.fc)
         if g.shared is not None:
@@ -154,22 +153,11 @@ def _biggan_g(g: BigGANGenerator, style: Format, sn: SNStyle) -> Layout:
         L.layer("fc", "linear", g.fc)
         if g.shared is not None:
             L.same("shared.weight", "shared.weight")
-    index = 0  # MMagic interleaves the attention block with the residual blocks in one list
-    for i, block in enumerate(g.blocks):
-        s = f"conv_blocks.{index}" if style == "mmagic" else f"blocks.{i}.0"
+    for d, s, block in _biggan_blocks(L, g, style):
         for bn_name in ("bn1", "bn2"):
             bn = getattr(block, bn_name)
-            _conditional_maps(L, f"blocks.{i}.{bn_name}", f"{s}.{bn_name}", bn, "gain", "bias")
-            L.batch_norm(f"blocks.{i}.{bn_name}", f"{s}.{bn_name}" + (".bn" if style == "mmagic" else ""), bn, style)
-        L.layer(f"blocks.{i}.conv1", f"{s}.conv1{conv}", block.conv1)
-        L.layer(f"blocks.{i}.conv2", f"{s}.conv2{conv}", block.conv2)
-        shortcut = f"{s}.shortcut{conv}" if style == "mmagic" else f"{s}.conv_sc"
-        L.layer(f"blocks.{i}.shortcut", shortcut, block.shortcut)
-        index += 1
-        if i == g.attention_after and g.attention is not None:
-            s = f"conv_blocks.{index}" if style == "mmagic" else f"blocks.{i}.1"
-            L.attention("attention", s, g.attention, conv)
-            index += 1
+            _conditional_maps(L, f"{d}.{bn_name}", f"{s}.{bn_name}", bn, "gain", "bias")
+            L.batch_norm(f"{d}.{bn_name}", f"{s}.{bn_name}" + (".bn" if style == "mmagic" else ""), bn, style)
     if style == "mmagic":
         L.batch_norm("out_bn", "output_layer.bn", g.out_bn, style)
         L.layer("out_conv", "output_layer.conv", g.out_conv)
@@ -177,6 +165,29 @@ def _biggan_g(g: BigGANGenerator, style: Format, sn: SNStyle) -> Layout:
         L.batch_norm("out_bn", "output_layer.0", g.out_bn, style)
         L.layer("out_conv", "output_layer.2", g.out_conv)
     return L
+
+
+def _biggan_blocks(
+    L: Layout, net: BigGANGenerator | BigGANDiscriminator, style: Format
+) -> Iterator[tuple[str, str, Any]]:
+    """Each residual block's dsgan prefix, source prefix and module, for the caller to add its BatchNorms; then its
+    convs, and the attention block where it follows. MMagic interleaves attention with the residual blocks in one
+    list (`conv_blocks`); BigGAN-PyTorch nests it as the block's second module."""
+    conv = ".conv" if style == "mmagic" else ""
+    index = 0
+    for i, block in enumerate(net.blocks):
+        d, s = f"blocks.{i}", f"conv_blocks.{index}" if style == "mmagic" else f"blocks.{i}.0"
+        yield d, s, block
+        L.layer(f"{d}.conv1", f"{s}.conv1{conv}", block.conv1)
+        L.layer(f"{d}.conv2", f"{s}.conv2{conv}", block.conv2)
+        if block.shortcut is not None:
+            L.layer(f"{d}.shortcut", f"{s}.shortcut{conv}" if style == "mmagic" else f"{s}.conv_sc", block.shortcut)
+        index += 1
+        if i == net.attention_after and net.attention is not None:
+            L.attention(
+                "attention", f"conv_blocks.{index}" if style == "mmagic" else f"blocks.{i}.1", net.attention, conv
+            )
+            index += 1
 
 
 def _conditional_maps(L: Layout, d: str, s: str, bn: Any, gain: str, shift: str) -> None:
@@ -187,20 +198,8 @@ def _conditional_maps(L: Layout, d: str, s: str, bn: Any, gain: str, shift: str)
 
 def _biggan_d(d: BigGANDiscriminator, style: Format, sn: SNStyle) -> Layout:
     L = Layout(sn)
-    conv = "" if style == "biggan-pytorch" else ".conv"
-    index = 0
-    for i, block in enumerate(d.blocks):
-        s = f"conv_blocks.{index}" if style == "mmagic" else f"blocks.{i}.0"
-        L.layer(f"blocks.{i}.conv1", f"{s}.conv1{conv}", block.conv1)
-        L.layer(f"blocks.{i}.conv2", f"{s}.conv2{conv}", block.conv2)
-        if block.shortcut is not None:
-            shortcut = f"{s}.shortcut{conv}" if style == "mmagic" else f"{s}.conv_sc"
-            L.layer(f"blocks.{i}.shortcut", shortcut, block.shortcut)
-        index += 1
-        if i == d.attention_after and d.attention is not None:
-            s = f"conv_blocks.{index}" if style == "mmagic" else f"blocks.{i}.1"
-            L.attention("attention", s, d.attention, conv)
-            index += 1
+    for _ in _biggan_blocks(L, d, style):  # D's blocks have no BatchNorm: the walk adds their convs and attention
+        pass
     L.layer("fc", "decision" if style == "mmagic" else "linear", d.fc)
     if d.embed is not None:
         L.layer("embed", "proj_y" if style == "mmagic" else "embed", d.embed)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsgan.checkpoint import misfit
 from dsgan.config import Config
 from dsgan.errors import ConfigError
 from dsgan.migrate.layouts import Format, Layout, layout, source_sn_style
@@ -211,12 +212,7 @@ def convert_network(
     if unmapped and not errors:
         errors.append(f"{network}: dsgan's {', '.join(unmapped[:5])} have no source tensor")
     if errors:
-        raise ConfigError(
-            f"the checkpoint's {network} does not fit the configured model ({len(errors)} problems): "
-            + "; ".join(errors[:10])
-            + ("; ..." if len(errors) > 10 else "")
-            + ". Use the config the checkpoint was trained with (--config)."
-        )
+        raise misfit(f"the checkpoint's {network} does not fit the configured model", errors, "its config (--config)")
     return out
 
 
