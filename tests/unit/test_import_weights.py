@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsgan.checkpoint import load_generator
+from dsgan.checkpoint import initial_weights, load_generator, save_weights
 from dsgan.cli import main
 from dsgan.config import load_config
 from dsgan.config import models as c
+from dsgan.errors import CheckpointError, ConfigError
 from dsgan.migrate.layouts import Layout, layout
 from dsgan.migrate.weights import convert, convert_network, export_network, load_source
-from dsgan.models import build_discriminator, build_generator
+from dsgan.models import build_discriminator, build_generator, freeze_input_blocks, input_blocks
 from dsgan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -372,3 +373,40 @@ def test_biggan_pytorch_folder_with_only_g_ema(tmp_path: Path) -> None:
     assert "no generator weights" not in notes and "dsgan's discriminator starts from a fresh initialisation" in notes
     assert "G's weights are the EMA's" in notes
     assert "ema: spectral norm: dsgan's sigma differs from the source's estimate" in notes  # random u: not converged
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# init: fine-tuning
+
+
+def test_freeze_input_blocks_counts_attention_with_its_block() -> None:
+    d = build_discriminator(BIGGAN_D)  # at 128, attention follows block 0 (64x64)
+    assert input_blocks(d)[0] == [d.blocks[0], d.attention] and len(input_blocks(d)) == 6
+    freeze_input_blocks(d, 2)
+    frozen = {name for name, p in d.named_parameters() if not p.requires_grad}
+    assert frozen == {
+        name for name, _ in d.named_parameters() if name.startswith(("blocks.0.", "blocks.1.", "attention."))
+    }
+    with pytest.raises(ConfigError, match=r"init.freeze_d_blocks=7: this discriminator has 6 blocks"):
+        freeze_input_blocks(d, 7)
+
+
+def test_init_checkpoint_missing_or_of_another_model(tmp_path: Path) -> None:
+    run = f"run.dir={tmp_path / 'run'}"
+    cfg = load_config(TINY, [f"init.checkpoint={tmp_path / 'none'}", run])
+    g, d = build_generator(cfg.generator.model), build_discriminator(cfg.discriminator.model)
+    with pytest.raises(CheckpointError, match=r"init.checkpoint=.*none: not a checkpoint directory"):
+        initial_weights(cfg, None, g, d)
+    narrow = load_config(TINY, ["generator.model.base_channels=4", "discriminator.model.base_channels=4", run])
+    weights = {
+        "generator": build_generator(narrow.generator.model).state_dict(),
+        "discriminator": build_discriminator(narrow.discriminator.model).state_dict(),
+    }
+    ckpt = save_weights(tmp_path / "narrow", narrow, weights, None)
+    cfg = load_config(TINY, [f"init.checkpoint={ckpt}", run])
+    with pytest.raises(
+        ConfigError,
+        match=r"\(generator\): the weights do not fit the configured model .*fc.weight: "
+        r"checkpoint has \[128, 32\], the model has \[256, 32\]",
+    ):
+        initial_weights(cfg, None, g, d)
