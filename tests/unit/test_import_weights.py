@@ -410,3 +410,32 @@ def test_init_checkpoint_missing_or_of_another_model(tmp_path: Path) -> None:
         r"checkpoint has \[128, 32\], the model has \[256, 32\]",
     ):
         initial_weights(cfg, None, g, d)
+
+
+def test_mmagic_dcgan_with_its_config_from_meta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No --config: the config text MMEngine keeps in the checkpoint's meta is converted; MMagic's DCGAN D, which
+    has BatchNorm, is dropped with the reason and G is imported."""
+    text = (REPO / "tests" / "fixtures" / "mmgen" / "v1" / "dcgan_tiny_cifar10-32x32.py").read_text()
+    text = text.replace("_base_ = ['./_base_/gen_default_runtime.py']", "")  # MMEngine stores the merged text
+    (tmp_path / "source.py").write_text(text)
+    assert main(["migrate", str(tmp_path / "source.py"), "--out", str(tmp_path / "converted")]) == 0
+    cfg = load_config(tmp_path / "converted" / "config.yaml")
+    g = build_generator(cfg.generator.model)
+    _randomize(g, 5)
+    _zero_pre_bn_biases(g)
+    lay = layout(g, "mmagic", None)
+    assert isinstance(lay, Layout)
+    state = {f"generator.{k}": v for k, v in export_network(g.state_dict(), lay).items()}
+    state["discriminator.downsamples.0.conv.weight"] = torch.zeros(8, 3, 4, 4)
+    state["discriminator.downsamples.1.bn.running_mean"] = torch.zeros(16)
+    torch.save({"meta": {"cfg": text}, "state_dict": state}, tmp_path / "iter_400.pth")
+    out = tmp_path / "imported"
+    assert main(["migrate", "--checkpoint", str(tmp_path / "iter_400.pth"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "discriminator: the source's DCGAN discriminator normalises with BatchNorm" in printed
+    assert (out / "source_config.py").read_text() == text and (out / "migration_report.md").is_file()
+    report = (out / "weights_report.md").read_text()
+    assert "| `discriminator.downsamples.1.bn.running_mean` | [16] | dropped: the source's DCGAN" in report
+    imported, _, _ = load_generator(out, use_ema=False)
+    z = torch.randn(3, cfg.generator.model.noise_size)
+    assert torch.equal(_outputs(g, (z, None)), _outputs(imported, (z, None)))
