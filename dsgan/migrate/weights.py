@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from dsgan.migrate.layouts import Format, Layout, layout, source_sn_style
 
 Tensor = torch.Tensor
 
-BIGGAN_PYTORCH_FILES = {"generator": "G.pth", "discriminator": "D.pth", "ema": "G_ema.pth"}
+BIGGAN_PYTORCH_FILES = {"generator": "G", "discriminator": "D", "ema": "G_ema"}
+BIGGAN_PYTORCH_NAME = re.compile(r"(G|D|G_ema)(_(?:best|copy)\d+)?\.pth")
+"""BigGAN-PyTorch's `utils.save_weights` names: G.pth, D.pth, G_ema.pth, and with a suffix for its best and
+copied snapshots (G_ema_best0.pth)."""
 INERT_PACKAGES = ("mmengine.", "mmcv.", "mmgen.", "mmagic.")
 """Classes of these packages in a checkpoint (message-hub buffers, config dicts) load as data-only stand-ins."""
 NUMPY_GLOBALS = {
@@ -108,8 +112,10 @@ def _shape(value: Any) -> str:
 
 
 def load_source(path: Path) -> Source:
-    if path.is_dir() or path.name in BIGGAN_PYTORCH_FILES.values():
-        return _biggan_pytorch(path if path.is_dir() else path.parent)
+    if path.is_dir():
+        return _biggan_pytorch(path, "")
+    if match := BIGGAN_PYTORCH_NAME.fullmatch(path.name):
+        return _biggan_pytorch(path.parent, match.group(2) or "")
     raw = read_checkpoint(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"--checkpoint {path}: holds a {type(raw).__name__}, not a checkpoint dict")
@@ -158,18 +164,22 @@ def _top_level(key: str) -> str:
     return "unexpected: not converted"
 
 
-def _biggan_pytorch(folder: Path) -> Source:
-    source = Source(folder, "biggan-pytorch", "BigGAN-PyTorch", {})
-    for network, name in BIGGAN_PYTORCH_FILES.items():
+def _biggan_pytorch(folder: Path, suffix: str) -> Source:
+    """One snapshot of a BigGAN-PyTorch weights folder: G, D and G_ema with the same suffix."""
+    source = Source(folder, "biggan-pytorch", f"BigGAN-PyTorch ({suffix[1:] or 'latest'})", {})
+    names = {f"{stem}{suffix}.pth": network for network, stem in BIGGAN_PYTORCH_FILES.items()}
+    for name, network in names.items():
         if (folder / name).is_file():
             weights = read_checkpoint(folder / name)
             if not isinstance(weights, dict):
                 raise ConfigError(f"--checkpoint {folder / name}: holds a {type(weights).__name__}, not a state dict")
             source.networks[network] = weights
     if "generator" not in source.networks and "ema" not in source.networks:
-        raise ConfigError(f"--checkpoint {folder}: neither G.pth nor G_ema.pth there (a BigGAN-PyTorch weights folder)")
-    for other in sorted(p.name for p in folder.glob("*.pth") if p.name not in BIGGAN_PYTORCH_FILES.values()):
-        source.rows.append((other, "-", "not read: optimizer or training-loop state; fine-tuning starts fresh"))
+        raise ConfigError(
+            f"--checkpoint {folder}: neither G{suffix}.pth nor G_ema{suffix}.pth there (BigGAN-PyTorch's weights)"
+        )
+    for other in sorted(p.name for p in folder.glob("*.pth") if p.name not in names):
+        source.rows.append((other, "-", "not read: another snapshot, or optimizer / training-loop state"))
     return source
 
 

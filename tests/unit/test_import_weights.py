@@ -357,13 +357,12 @@ def test_biggan_pytorch_folder_with_only_g_ema(tmp_path: Path) -> None:
     g, _ = _pair(BIGGAN_G, BIGGAN_D)
     lay = layout(g, "biggan-pytorch", "ajbrock")
     assert isinstance(lay, Layout)
-    torch.save(export_network(g.state_dict(), lay), tmp_path / "G_ema.pth")
-    (tmp_path / "state_dict.pth").write_bytes(b"")
-    source = load_source(tmp_path / "G_ema.pth")
-    assert source.format == "biggan-pytorch" and set(source.networks) == {"ema"}
-    assert source.rows == [
-        ("state_dict.pth", "-", "not read: optimizer or training-loop state; fine-tuning starts fresh")
-    ]
+    torch.save(export_network(g.state_dict(), lay), tmp_path / "G_ema_best1.pth")
+    (tmp_path / "G.pth").write_bytes(b"")  # another snapshot: not read
+    (tmp_path / "state_dict_best1.pth").write_bytes(b"")
+    source = load_source(tmp_path / "G_ema_best1.pth")
+    assert source.format == "biggan-pytorch" and set(source.networks) == {"ema"} and "best1" in source.version
+    assert [row[0] for row in source.rows] == ["G.pth", "state_dict_best1.pth"]
     sets = ["generator.model.base_channels=8", "discriminator.model.base_channels=8", "generator.model.shared_dim=16"]
     classes = ["generator.model.num_classes=5", "discriminator.model.num_classes=5"]
     imported = convert(source, load_config(REPO / "configs" / "biggan128.yaml", [*sets, *classes]))
