@@ -14,6 +14,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -260,7 +261,8 @@ def _mmagic_checkpoint(
         state.update({prefix + k: v for k, v in export_network(module.state_dict(), lay).items()})
     state["generator_ema.steps"] = torch.tensor(7)
     hub = {"log_scalars": {"train/loss": _history_buffer(monkeypatch)}}
-    torch.save({"meta": {"iter": 7, "seed": 0}, "state_dict": state, "message_hub": hub}, path)
+    meta = {"iter": 7, "seed": np.int64(0), "scales": np.ones(2, dtype=np.float32)}  # numpy values, as MMEngine's
+    torch.save({"meta": meta, "state_dict": state, "message_hub": hub}, path)
     monkeypatch.undo()  # the import below must not find the class
 
 
