@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,8 +77,15 @@ def read_checkpoint(path: Path) -> Any:
         )
     allowed: list[Any] = [(_stand_in(n), n) for n in names if n.startswith(INERT_PACKAGES)]
     allowed += [(getattr(importlib.import_module(m), a), n) for n, (m, a) in NUMPY_GLOBALS.items() if n in names]
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    if "numpy.dtype" in names:  # a dtype is rebuilt as an instance of its class (numpy.dtypes.Int64DType...)
+        allowed += [t for t in vars(np.dtypes).values() if isinstance(t, type) and issubclass(t, np.dtype)]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        why = lines[-2 if len(lines) > 1 else 0][:300]  # torch ends with a pointer to its docs
+        raise ConfigError(f"--checkpoint {path}: refused ({why}). Nothing in it was run.") from None
 
 
 def _named_globals(path: Path) -> list[str]:
