@@ -1,4 +1,5 @@
-"""`dsgan migrate CONFIG.py --out DIR` and `dsgan migrate --diff A.py B.py`.
+"""`dsgan migrate CONFIG.py --out DIR`, `dsgan migrate --checkpoint CKPT [--config CONFIG] --out DIR` and
+`dsgan migrate --diff A.py B.py`.
 
 `add_migrate_arguments` + `run_migrate` are what `dsgan/cli.py` wires as the `migrate` subcommand (run_migrate raises
 ConfigError, which the CLI turns into exit code 2); `main_migrate` is the same as a standalone entry point
@@ -23,9 +24,16 @@ WEIGHTS_REPORT = "weights_report.md"
 
 
 def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, nargs="?", help="MMGeneration 0.x or MMagic (1.x) Python config")
     parser.add_argument(
-        "--out", type=Path, help=f"output folder: config.yaml, the two DeepSpeed JSON files and {REPORT}"
+        "config",
+        type=Path,
+        nargs="?",
+        help="MMGeneration 0.x or MMagic (1.x) Python config; with --checkpoint also a dsgan run config",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"output folder: config.yaml, the two DeepSpeed JSON files and {REPORT}; with --checkpoint, a run dir",
     )
     parser.add_argument("--config", dest="config_flag", type=Path, metavar="CONFIG", help="CONFIG, as an option")
     parser.add_argument(
@@ -143,7 +151,9 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
 
 def main_migrate(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="dsgan migrate", description="Convert an MMGeneration 0.x / MMagic GAN config to a dsgan run config."
+        prog="dsgan migrate",
+        description="Convert an MMGeneration 0.x / MMagic GAN config to a dsgan run config, and with --checkpoint its "
+        "weights (or BigGAN-PyTorch's) to a dsgan run directory.",
     )
     add_migrate_arguments(parser)
     args = parser.parse_args(argv)
