@@ -202,8 +202,8 @@ class Init(Strict):
     MMagic/MMGeneration/BigGAN-PyTorch weights). G, D and the EMA are loaded; optimizer state starts fresh. The
     models' shapes must equal the checkpoint's (a difference is an error naming each tensor)."""
     freeze_d_blocks: Annotated[int, Field(ge=0)] = 0
-    """FreezeD (Mo et al. 2020): D's first this many blocks from the input (`Discriminator.input_blocks()`) keep
-    their weights; they are left out of D's optimizer (and ZeRO's partitions) altogether."""
+    """FreezeD (Mo et al. 2020): D's first this many blocks from the input (`dsgan.models.input_blocks`) keep their
+    weights; they are left out of D's optimizer (and ZeRO's partitions) altogether."""
 
 
 class Config(Strict):
