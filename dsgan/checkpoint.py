@@ -509,14 +509,21 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
     """G from a run dir (its newest verified checkpoint) or a checkpoint dir, without DeepSpeed engines or a
     process group, for sampling and evaluation. EMA weights by default when the run kept them.
     Returns (generator in eval mode, the run's config, iteration)."""
-    from dsgan.models import build_generator
-
     ckpt = path if (path / MANIFEST).is_file() else find_resumable(path)
     if ckpt is None:
         raise CheckpointError(f"{path}: no complete checkpoint (neither a checkpoint dir nor a run dir with one)")
     if problem := verify(ckpt):
         raise CheckpointError(f"{ckpt}: {problem}")
     state = read_trainer_state(ckpt)
+    generator, cfg = checkpoint_generator(ckpt, state, use_ema)
+    return generator, cfg, state.iteration
+
+
+def checkpoint_generator(ckpt: Path, state: TrainerState, use_ema: bool) -> tuple[Generator, Config]:
+    """G of a verified checkpoint whose trainer state is `state`: its EMA when kept and `use_ema`, else G's trained
+    weights (a weights-only checkpoint's too); in eval mode, float32. Returns (generator, the run's config)."""
+    from dsgan.models import build_generator
+
     cfg = Config.model_validate(state.config)
     with torch.device("meta"):  # every tensor is loaded below: skip the initialisation (~25 s for BigGAN-128's G)
         generator = build_generator(cfg.generator.model)
@@ -524,4 +531,4 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
         generator.load_state_dict(state.ema, assign=True)
     else:
         generator.load_state_dict(network_weights(ckpt, cfg, "generator"), assign=True)
-    return generator.float().eval(), cfg, state.iteration
+    return generator.float().eval(), cfg
