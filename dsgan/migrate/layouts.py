@@ -291,10 +291,20 @@ def _dcgan_d(d: DCGANDiscriminator, keys: AbstractSet[str]) -> Layout | str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _identity(module: nn.Module) -> Layout:
-    L = Layout(None)
+def _mmagic_names(module: nn.Module, sn: SNStyle) -> Layout:
+    """A module whose parameter names are MMagic's (StyleGAN2): every tensor in the same place, except that a
+    spectrally normalised layer keeps dsgan's `weight` + `sn.u` where the source has its own style's names."""
+    L = Layout(sn)
+    owners = {name for name, m in module.named_modules() if getattr(m, "sn", None) is not None}
     for key in module.state_dict():
+        owner, _, leaf = key.rpartition(".")
+        if owner in owners and leaf in ("weight", "bias"):
+            continue  # named by the layer call below
+        if owner.endswith(".sn") and owner.removesuffix(".sn") in owners:
+            continue
         L.same(key, key)
+    for owner in sorted(owners):
+        L.layer(owner, owner, module.get_submodule(owner))
     return L
 
 
@@ -317,5 +327,5 @@ def layout(module: nn.Module, style: Format, sn: SNStyle, keys: AbstractSet[str]
         case DCGANDiscriminator():
             return _dcgan_d(module, keys)
         case StyleGAN2Generator() | StyleGAN2Discriminator():
-            return _identity(module)
+            return _mmagic_names(module, sn)
     raise ConfigError(f"no checkpoint layout for {type(module).__name__}")

@@ -23,7 +23,7 @@ from dsgan.cli import main
 from dsgan.config import load_config
 from dsgan.config import models as c
 from dsgan.errors import CheckpointError, ConfigError
-from dsgan.migrate.layouts import Layout, layout
+from dsgan.migrate.layouts import Layout, _mmagic_names, layout
 from dsgan.migrate.weights import convert, convert_network, export_network, load_source
 from dsgan.models import build_discriminator, build_generator, freeze_input_blocks, input_blocks
 from dsgan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -440,3 +440,15 @@ def test_mmagic_dcgan_with_its_config_from_meta(tmp_path: Path, capsys: pytest.C
     imported, _, _ = load_generator(out, use_ema=False)
     z = torch.randn(3, cfg.generator.model.noise_size)
     assert torch.equal(_outputs(g, (z, None)), _outputs(imported, (z, None)))
+
+
+def test_same_names_with_spectral_norm_in_the_source_style() -> None:
+    """A module named as MMagic names it keeps every tensor's name, except each spectrally normalised layer's,
+    which takes the source's style (here torch's weight_orig / weight_u, and weight_v dropped)."""
+    cfg = c.BigGANDiscriminator(input_scale=32, num_classes=3, base_channels=8)
+    d = build_discriminator(cfg)
+    _randomize(d, 4)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    keys = _round_trip(d, build_discriminator(cfg), _mmagic_names(d, "torch"), (x, y))
+    assert {"fc.weight_orig", "fc.weight_u", "fc.weight_v", "fc.bias", "blocks.0.conv1.weight_orig"} <= set(keys)
+    assert not any(k.endswith((".sn.u", "fc.weight")) for k in keys)
