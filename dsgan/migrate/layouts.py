@@ -25,7 +25,7 @@ from torch import nn
 from dsgan.errors import ConfigError
 from dsgan.models.biggan import BigGANDiscriminator, BigGANGenerator
 from dsgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from dsgan.models.layers import SelfAttention
+from dsgan.models.layers import BatchNorm, SelfAttention
 from dsgan.models.sngan import SNGANDiscriminator, SNGANGenerator
 from dsgan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
@@ -293,7 +293,8 @@ def _dcgan_d(d: DCGANDiscriminator, keys: AbstractSet[str]) -> Layout | str:
 
 def _mmagic_names(module: nn.Module, sn: SNStyle) -> Layout:
     """A module whose parameter names are MMagic's (StyleGAN2): every tensor in the same place, except that a
-    spectrally normalised layer keeps dsgan's `weight` + `sn.u` where the source has its own style's names."""
+    spectrally normalised layer keeps dsgan's `weight` + `sn.u` where the source has its own style's names, and
+    torch's BatchNorm step counter, which dsgan's BatchNorm does not keep."""
     L = Layout(sn)
     owners = {name for name, m in module.named_modules() if getattr(m, "sn", None) is not None}
     for key in module.state_dict():
@@ -305,6 +306,9 @@ def _mmagic_names(module: nn.Module, sn: SNStyle) -> Layout:
         L.same(key, key)
     for owner in sorted(owners):
         L.layer(owner, owner, module.get_submodule(owner))
+    for name, m in module.named_modules():
+        if isinstance(m, BatchNorm):  # torch's BatchNorm2d, as MMagic's modules hold it, also counts its steps
+            L.drop(f"{name}.num_batches_tracked", "BatchNorm's step counter (unused with a momentum)", _zero_long)
     return L
 
 

@@ -452,3 +452,12 @@ def test_same_names_with_spectral_norm_in_the_source_style() -> None:
     keys = _round_trip(d, build_discriminator(cfg), _mmagic_names(d, "torch"), (x, y))
     assert {"fc.weight_orig", "fc.weight_u", "fc.weight_v", "fc.bias", "blocks.0.conv1.weight_orig"} <= set(keys)
     assert not any(k.endswith((".sn.u", "fc.weight")) for k in keys)
+    g = build_generator(BIGGAN_G)
+    _randomize(g, 5)
+    keys = _round_trip(g, build_generator(BIGGAN_G), _mmagic_names(g, "ajbrock"), (Z, Y))
+    assert {
+        "blocks.0.bn1.gain.u0",
+        "blocks.0.bn1.gain.sv0",
+        "blocks.0.bn1.num_batches_tracked",
+        "shared.weight",
+    } <= set(keys)
