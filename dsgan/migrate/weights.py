@@ -312,7 +312,7 @@ def convert(source: Source, cfg: Config) -> Imported:
                 weights_of = "a copy of G" if network == "ema" else "a fresh initialisation"
                 notes.append(f"the checkpoint has no {network} weights: dsgan's {network} starts from {weights_of}")
             continue
-        if network == "ema" and cfg.ema is None:
+        if network == "ema" and cfg.ema is None and "generator" in weights:
             why = "dropped: the run config keeps no EMA (ema: null)"
             rows += [(f"ema.{k}", _shape(v), why) for k, v in found.items()]
             continue
@@ -329,9 +329,10 @@ def convert(source: Source, cfg: Config) -> Imported:
         else:
             weights[network] = converted
     if "generator" not in weights:  # only an EMA (e.g. BigGAN-PyTorch's G_ema.pth alone): G starts from it
-        assert ema is not None
+        assert ema is not None  # load_source refuses a checkpoint with neither
         weights["generator"] = {k: v.clone() for k, v in ema.items()}
         notes.append("G's weights are the EMA's (the checkpoint has only the EMA)")
+        ema = ema if cfg.ema is not None else None
     if "discriminator" not in weights:
         weights["discriminator"] = _build(cfg, "discriminator").state_dict()
     return Imported(weights, ema, rows, notes)

@@ -374,6 +374,8 @@ def test_biggan_pytorch_folder_with_only_g_ema(tmp_path: Path) -> None:
     assert "no generator weights" not in notes and "dsgan's discriminator starts from a fresh initialisation" in notes
     assert "G's weights are the EMA's" in notes
     assert "ema: spectral norm: dsgan's sigma differs from the source's estimate" in notes  # random u: not converged
+    no_ema = convert(source, load_config(REPO / "configs" / "biggan128.yaml", [*sets, *classes, "ema=null"]))
+    assert no_ema.ema is None and no_ema.weights["generator"].keys() == imported.weights["generator"].keys()
 
 
 # ----------------------------------------------------------------------------------------------------------------
