@@ -8,6 +8,9 @@ Layout of `<run dir>/checkpoints/`:
                                 resolved config, world size, path-length mean, ADA's p
         rng-rank{R}.pt          python/numpy/torch/cuda RNG states of each rank
         manifest.json           size and sha256 of every file above; written last
+    step-00000000/              a weights-only checkpoint (`dsgan migrate --checkpoint`): `weights.pt` (G's and D's
+                                state dicts), trainer.pt (iteration 0, the EMA) and the manifest, no engines. A run
+                                that finds it starts from its weights with a fresh optimizer (`initial_weights`)
     latest                      name of the newest complete checkpoint (a hint; the manifest decides)
     best                        name of the checkpoint with the lowest FID so far (never pruned)
 
@@ -52,6 +55,7 @@ log = logging.getLogger("dsgan")
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 TRAINER = "trainer.pt"
+WEIGHTS = "weights.pt"
 
 # Fields that must match to resume; anything else (lr, length, intervals, logging, data root) may change.
 RESUME_INVARIANTS = (
@@ -70,6 +74,7 @@ RESUME_INVARIANTS = (
     "generator.deepspeed.optimizer.type",
     "discriminator.deepspeed.optimizer.type",
     "ema",
+    "init.freeze_d_blocks",
 )
 
 
@@ -412,12 +417,103 @@ def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
         _set_rng_state(torch.load(rng_file, weights_only=True))
 
 
-def resume(cfg: Config, env: DistEnv, engines: EngineDict, ema: EMA | None, explicit: Path | None) -> TrainerState:
-    """The trainer state to start from. With a checkpoint (`explicit`, else the run dir's newest verified one): check
-    that the config can continue it exactly, load both engines and this rank's RNG, re-apply the config's optimizer
-    settings, and load the EMA. Without one: a fresh state."""
+def save_weights(
+    run_dir: Path,
+    cfg: Config,
+    weights: dict[str, dict[str, torch.Tensor]],
+    ema: dict[str, torch.Tensor] | None,
+    pl_mean: float = 0.0,
+) -> Path:
+    """A weights-only checkpoint at iteration 0 (one process, no engines): `weights` maps "generator" and
+    "discriminator" to state dicts. Atomic and verified like a training checkpoint; `load_generator` samples from
+    it and training starts from it (`initial_weights`)."""
+    root = run_dir / CHECKPOINTS
+    final, tmp = root / step_name(0), root / (step_name(0) + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = TrainerState(config=cfg.model_dump(mode="json"), world_size=1, ema=ema, pl_mean=pl_mean)
+    write_atomic(tmp / WEIGHTS, lambda f: torch.save(weights, f))
+    write_atomic(tmp / TRAINER, lambda f: torch.save(dataclasses.asdict(state), f))
+    _seal(tmp, final, 0, best=False)
+    return final
+
+
+def network_weights(path: Path, cfg: Config, name: str) -> dict[str, torch.Tensor]:
+    """One network's weights (fp32) from a checkpoint dir: weights-only, ZeRO-3 partitions, or the engine's
+    module file."""
+    if (path / WEIGHTS).is_file():
+        weights = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)[name]
+    elif getattr(cfg, name).deepspeed.zero_optimization.stage == 3:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=name)
+    else:
+        weights = torch.load(path / name / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
+        weights = weights["module"]
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """`load_state_dict(strict=True)` with one message listing every missing, unexpected and mis-shaped tensor."""
+    own = module.state_dict()
+    problems = [f"{k}: missing from the checkpoint" for k in own if k not in weights]
+    problems += [f"{k}: not in the model" for k in weights if k not in own]
+    problems += [
+        f"{k}: checkpoint has {list(v.shape)}, the model has {list(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if problems:
+        raise misfit(f"{what}: the weights do not fit the configured model", problems, "the checkpoint's model config")
+    module.load_state_dict(weights)
+
+
+def misfit(what: str, problems: list[str], use: str) -> ConfigError:
+    """One error for every tensor that does not fit (the first ten named), and the fix."""
+    listed = "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
+    return ConfigError(f"{what} ({len(problems)} problems): {listed}. Use {use}.")
+
+
+def initial_weights(
+    cfg: Config, path: Path | None, generator: torch.nn.Module, discriminator: torch.nn.Module
+) -> TrainerState | None:
+    """Where a run starts from weights rather than continuing a training checkpoint: a weights-only checkpoint in
+    the run dir, or `init.checkpoint` while the run dir has no checkpoint (`path` is what `resolve_resume` chose).
+    Loads G and D before the engines exist (DeepSpeed's optimizer and ZeRO partitions copy the weights they start
+    from) and returns that checkpoint's trainer state (EMA, path-length mean) for `resume`; None otherwise."""
+    if path is not None and not (path / WEIGHTS).is_file():
+        return None
+    source = path if path is not None else cfg.init.checkpoint if cfg.init is not None else None
+    if source is None:
+        return None
+    problem = verify(source) if source.is_dir() else "not a checkpoint directory"
+    if problem:
+        raise CheckpointError(f"init.checkpoint={source}: {problem}")
+    saved = read_trainer_state(source)
+    saved_cfg = Config.model_validate(saved.config)
+    for name, module in (("generator", generator), ("discriminator", discriminator)):
+        load_weights(module, network_weights(source, saved_cfg, name), f"{source} ({name})")
+    log.info("starting from the weights of %s (optimizer state fresh)", source)
+    return saved
+
+
+def resume(
+    cfg: Config,
+    env: DistEnv,
+    engines: EngineDict,
+    ema: EMA | None,
+    path: Path | None,
+    initial: TrainerState | None = None,
+) -> TrainerState:
+    """The trainer state to start from. With a training checkpoint (`path`, from `resolve_resume`): check that the
+    config can continue it exactly, load both engines and this rank's RNG, re-apply the config's optimizer settings,
+    and load the EMA. Started from weights (`initial`, from `initial_weights`): its EMA (or G's copy) and
+    path-length mean, at iteration 0. Otherwise: a fresh state."""
     fresh = TrainerState(config=cfg.model_dump(mode="json"), world_size=env.world_size)
-    path = resolve_resume(cfg.run.dir, explicit, env)
+    if initial is not None:
+        if ema is not None and initial.ema is not None:
+            load_weights(ema.module, initial.ema, "the checkpoint's EMA")
+        return dataclasses.replace(fresh, pl_mean=initial.pl_mean)
     if path is None:
         return fresh
     saved = read_trainer_state(path)
@@ -448,21 +544,14 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
 
 def checkpoint_generator(ckpt: Path, state: TrainerState, use_ema: bool) -> tuple[Generator, Config]:
     """G of a verified checkpoint whose trainer state is `state`: its EMA when kept and `use_ema`, else G's trained
-    weights; in eval mode, float32. Returns (generator, the run's config)."""
-    from dsgan.ema import EMA
+    weights (a weights-only checkpoint's too); in eval mode, float32. Returns (generator, the run's config)."""
     from dsgan.models import build_generator
 
     cfg = Config.model_validate(state.config)
-    generator = build_generator(cfg.generator.model)
+    with torch.device("meta"):  # every tensor is loaded below: skip the initialisation (~25 s for BigGAN-128's G)
+        generator = build_generator(cfg.generator.model)
     if use_ema and cfg.ema is not None and state.ema is not None:
-        ema = EMA(generator, cfg.ema)
-        ema.load_state_dict(state.ema)
-        generator = ema.module
-    elif cfg.generator.deepspeed.zero_optimization.stage == 3:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        generator.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="generator"))
+        generator.load_state_dict(state.ema, assign=True)
     else:
-        weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
-        generator.load_state_dict({k: v.float() for k, v in weights.items()})
+        generator.load_state_dict(network_weights(ckpt, cfg, "generator"), assign=True)
     return generator.float().eval(), cfg

@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dsgan.migrate import add_migrate_arguments, run_migrate
 
-    p = sub.add_parser("migrate", help="convert an MMGeneration 0.x / MMagic 1.x GAN config (never executed)")
+    p = sub.add_parser(
+        "migrate", help="convert an MMGeneration 0.x / MMagic 1.x GAN config (never executed) and its weights"
+    )
     add_migrate_arguments(p)
     p.set_defaults(func=run_migrate)
 

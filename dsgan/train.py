@@ -41,7 +41,7 @@ from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
 from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NonFiniteLossError, user_error
 from dsgan.eval.run import Evaluator
-from dsgan.models import Generator, build_discriminator, build_generator
+from dsgan.models import Generator, build_discriminator, build_generator, freeze_input_blocks
 from dsgan.samples import fixed_noise, generate, save_grid
 from dsgan.schedule import Schedule
 from dsgan.steps import D_STATS, IntervalStats, PathLength, d_step, g_step, sample_latents, step_seed
@@ -113,6 +113,10 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     # Same seed on every rank: identical initial weights and spectral-norm vectors (DeepSpeed broadcasts neither).
     torch.manual_seed(cfg.run.seed)
     generator, discriminator = build_generator(g_model), build_discriminator(d_model)
+    # Imported or fine-tuning weights go in before the engines copy them; frozen D blocks stay out of D's optimizer.
+    resume_from = checkpoint.resolve_resume(cfg.run.dir, resume, env)
+    initial = checkpoint.initial_weights(cfg, resume_from, generator, discriminator)
+    freeze_input_blocks(discriminator, cfg.init.freeze_d_blocks if cfg.init else 0)
     ema = EMA(generator, cfg.ema) if cfg.ema else None  # copied before ZeRO-3 partitions G
     # Randomness inside forwards (StyleGAN2's noise injection and style mixing, WGAN-GP's interpolation) differs per
     # rank from here on; a checkpoint carries each rank's RNG state, so resume continues it.
@@ -122,7 +126,7 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     )
     if ema is not None:
         ema.module.to(env.device)
-    state = checkpoint.resume(cfg, env, engines, ema, resume)
+    state = checkpoint.resume(cfg, env, engines, ema, resume_from, initial)
 
     micro = cfg.discriminator.deepspeed.train_micro_batch_size_per_gpu
     sampler = StreamSampler(

@@ -151,7 +151,8 @@ def load_config(
 
 def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
     """Data and weight paths are relative to the run config's folder; the run dir is relative to the cwd."""
-    for section, key in (("data", "root"), ("eval", "inception_weights"), ("eval", "reference_stats")):
+    paths = (("data", "root"), ("eval", "inception_weights"), ("eval", "reference_stats"), ("init", "checkpoint"))
+    for section, key in paths:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and not Path(value).is_absolute():
             raw[section][key] = str(base_dir / value)

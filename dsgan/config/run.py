@@ -305,6 +305,19 @@ class Eval(Strict):
         return self
 
 
+class Init(Strict):
+    """Fine-tuning: a new run starts from these weights instead of a random initialisation. Read only while the run
+    dir has no checkpoint of its own: a resumed fine-tuning run continues from its own checkpoints."""
+
+    checkpoint: Path
+    """A checkpoint dir (`.../checkpoints/step-N`) of a dsgan run or of `dsgan migrate --checkpoint` (imported
+    MMagic/MMGeneration/BigGAN-PyTorch weights). G, D and the EMA are loaded; optimizer state starts fresh. The
+    models' shapes must equal the checkpoint's (a difference is an error naming each tensor)."""
+    freeze_d_blocks: Annotated[int, Field(ge=0)] = 0
+    """FreezeD (Mo et al. 2020): D's first this many blocks from the input (`dsgan.models.input_blocks`) keep their
+    weights; they are left out of D's optimizer (and ZeRO's partitions) altogether."""
+
+
 class Config(Strict):
     """A whole run. The networks, their DeepSpeed configs, the data, the run dir and the run's length have no
     defaults: the default run is a file (`dsgan/default/digits.yaml`), and a config that leaves one of them out is
@@ -322,6 +335,8 @@ class Config(Strict):
     checkpoint: Checkpoint = Checkpoint()
     tracking: Tracking = Tracking()
     eval: Eval = Eval()
+    init: Init | None = None
+    """Start a new run from existing weights (fine-tuning); None = random initialisation."""
 
     @model_validator(mode="after")
     def _cross(self) -> Config:

@@ -31,6 +31,41 @@ def build_discriminator(cfg: c.DiscriminatorModel) -> nn.Module:
     return cfg.build()
 
 
+def input_blocks(discriminator: nn.Module) -> list[list[nn.Module]]:
+    """D's blocks in input order, for FreezeD: residual blocks (BigGAN's attention with the block it follows),
+    DCGAN's strided convs, StyleGAN2's from-RGB layer then its ResBlocks."""
+    from dsgan.models.biggan import BigGANDiscriminator
+    from dsgan.models.dcgan import DCGANDiscriminator
+    from dsgan.models.sngan import SNGANDiscriminator
+    from dsgan.models.stylegan2 import StyleGAN2Discriminator
+
+    match discriminator:
+        case BigGANDiscriminator():
+            attention_after = discriminator.attention_after
+            return [
+                [block, discriminator.attention] if i == attention_after and discriminator.attention else [block]
+                for i, block in enumerate(discriminator.blocks)
+            ]
+        case SNGANDiscriminator():
+            return [[discriminator.from_rgb], *([b] for b in discriminator.conv_blocks)]
+        case DCGANDiscriminator() | StyleGAN2Discriminator():
+            return [[conv] for conv in discriminator.convs]
+    raise TypeError(f"no block list for {type(discriminator).__name__}")
+
+
+def freeze_input_blocks(discriminator: nn.Module, count: int) -> None:
+    """`requires_grad=False` on D's first `count` blocks (init.freeze_d_blocks). Call before the engine is built,
+    which hands DeepSpeed's optimizer only the parameters that require gradients."""
+    blocks = input_blocks(discriminator)
+    if count > len(blocks):
+        from dsgan.errors import ConfigError
+
+        raise ConfigError(f"init.freeze_d_blocks={count}: this discriminator has {len(blocks)} blocks; freeze fewer")
+    for block in blocks[:count]:
+        for module in block:
+            module.requires_grad_(False)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Elements of every parameter, frozen ones included; buffers (spectral-norm `u`, BatchNorm statistics) are not
     parameters and are not counted."""
