@@ -12,10 +12,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from dsgan.errors import ConfigError, user_error
+
+if TYPE_CHECKING:
+    from dsgan.config import Config
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -108,7 +112,64 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_config(cfg: Config, args: argparse.Namespace) -> Config:
+    """The run's config with `dsgan eval`'s flags applied to its `eval` section. Flags that set the sample count or
+    the metrics replace a protocol, which would otherwise conflict with them."""
+    from pydantic import ValidationError
+
+    from dsgan.config import Config
+    from dsgan.config.load import format_errors
+
+    section = cfg.eval.model_dump(mode="json")
+    flags = {
+        "features": args.features,
+        "inception_weights": args.inception_weights,
+        "num_samples": args.num_samples,
+        "metrics": args.metrics.split(",") if args.metrics else None,
+        "reference_stats": args.reference_path,
+    }
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if args.protocol:  # the protocol's own values replace the section's
+        section = {k: v for k, v in section.items() if k not in ("num_samples", "metrics")}
+        changes["protocol"] = args.protocol
+    elif args.num_samples or args.metrics:
+        section["protocol"] = None
+    try:
+        return Config.model_validate({**cfg.model_dump(mode="json"), "eval": {**section, **changes}})
+    except ValidationError as exc:  # e.g. --features inception without --inception-weights
+        raise ConfigError(format_errors(exc, {"run": "dsgan eval (the run's config and these flags)"})) from None
+
+
+def _reference_stats(args: argparse.Namespace) -> int:
+    """Reference statistics of a config's dataset, on every rank this was launched with (torchrun, deepspeed)."""
+    from dsgan import distributed
+    from dsgan.config import load_config
+    from dsgan.eval.run import Evaluator
+
+    cfg = _eval_config(load_config(args.config, args.set), args)
+    env = distributed.detect()
+    if env.world_size > 1:
+        distributed.init(env, cfg.run.collective_timeout_seconds)
+    evaluator = Evaluator(cfg, cfg.run.dir, env)
+    if env.is_main:
+        stats = evaluator.stats
+        kept = "with" if stats.features is not None else "without"
+        print(
+            f"{evaluator.reference_path}: {evaluator.name} statistics of {stats.count} images "
+            f"({evaluator.reference_description}), {kept} features, on {env.world_size} rank(s)"
+        )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.reference_stats:
+        if args.run or args.checkpoint:
+            raise ConfigError("--reference-stats reads --config, not --run/--checkpoint: it needs no generator")
+        return _reference_stats(args)
+    if not (args.run or args.checkpoint):
+        raise ConfigError("dsgan eval needs --run DIR or --checkpoint PATH (or --reference-stats --config FILE)")
+    import json
+
     import torch
 
     from dsgan.checkpoint import load_generator
@@ -123,39 +184,24 @@ def _eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"--digits needs a digits model (10 classes); this one has {generator.num_classes}")
         print(f"iteration {iteration}: {evaluate_digits(generator, device, seed=args.seed).format()}")
         return 0
-    from pydantic import ValidationError
-
-    from dsgan.config import Config
-    from dsgan.config.load import format_errors
     from dsgan.distributed import DistEnv
     from dsgan.eval.run import Evaluator
 
-    changes = {
-        k: v
-        for k, v in (
-            ("features", args.features),
-            ("inception_weights", args.inception_weights),
-            ("num_samples", args.num_samples),
-        )
-        if v is not None
-    }
-    try:
-        cfg = Config.model_validate(
-            {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
-        )
-    except ValidationError as exc:  # e.g. --features inception without --inception-weights
-        raise ConfigError(format_errors(exc, {"run": "dsgan eval (the run's config and these flags)"})) from None
+    cfg = _eval_config(cfg, args)
     evaluator = Evaluator(cfg, args.run or args.checkpoint.parent.parent, DistEnv.single(device))
     metrics = evaluator(generator)
     print(
         f"iteration {iteration}, {cfg.eval.num_samples} samples, {evaluator.name}: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
     )
+    # EMA when asked for and the run kept one (load_generator falls back to G otherwise).
+    protocol = evaluator.protocol(ema=not args.no_ema and cfg.ema is not None)
+    print("protocol: " + json.dumps(protocol))
     return 0
 
 
-def _add_source_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+def _add_source_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--run", type=Path, help="run directory (its newest complete checkpoint)")
     src.add_argument("--checkpoint", type=Path, help="a checkpoint directory (.../checkpoints/step-N)")
     p.add_argument("--no-ema", action="store_true", help="use G's trained weights instead of its EMA")
@@ -233,12 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_sample)
 
-    p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint")
-    _add_source_args(p)
+    from dsgan.config.run import EVAL_PROTOCOLS
+
+    p = sub.add_parser("eval", help="FID, IS, KID, precision/recall, density/coverage of a run or checkpoint")
+    _add_source_args(p, required=False)
     p.add_argument("--digits", action="store_true", help="the embedded digits check: classifier accuracy and FD8")
+    p.add_argument(
+        "--reference-stats",
+        action="store_true",
+        help="only compute the reference statistics of --config's dataset (many ranks under torchrun/deepspeed)",
+    )
+    _add_config_args(p)
     p.add_argument("--features", choices=("inception", "digits"), help="overrides eval.features")
     p.add_argument("--inception-weights", type=Path, help="TF FID Inception weights (pt_inception-2015-12-05)")
+    p.add_argument("--protocol", choices=tuple(EVAL_PROTOCOLS), help="overrides eval.protocol")
     p.add_argument("--num-samples", type=_positive_int, help="overrides eval.num_samples")
+    p.add_argument("--metrics", help="overrides eval.metrics: comma-separated fid,is,kid,pr,dc")
+    p.add_argument(
+        "--reference-path", type=Path, help="overrides eval.reference_stats (the cache, or a published .npz)"
+    )
     p.set_defaults(func=_eval)
 
     from dsgan.migrate import add_migrate_arguments, run_migrate

@@ -321,7 +321,7 @@ def _write_samples(run: Run) -> None:
 
 
 def _evaluate(run: Run) -> bool:
-    """FID (FD8 for the digits extractor) of the EMA G (else G) on every rank; True when it is the best so far."""
+    """eval.metrics of the EMA G (else G) on every rank, logged with their protocol; True when the best so far."""
     env = run.env
     if run.evaluator is None:
         run.evaluator = Evaluator(run.cfg, run.cfg.run.dir, env)
@@ -337,9 +337,11 @@ def _evaluate(run: Run) -> bool:
         time.perf_counter() - start,
         ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
     )
-    run.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, run.state.iteration)
-    score = metrics["fd8"] if "fd8" in metrics else metrics["fid"]
-    if score < run.state.best_score:
+    protocol = run.evaluator.protocol(ema=run.ema is not None)
+    run.tracker.log({**{f"eval/{k}": v for k, v in metrics.items()}, "eval/protocol": protocol}, run.state.iteration)
+    # The best checkpoint by the first distance evaluated (lower is better); precision/recall alone marks none.
+    score = next((metrics[k] for k in ("fd8", "fid", "kid") if k in metrics), None)
+    if score is not None and score < run.state.best_score:
         run.state.best_score = score
         return True
     return False

@@ -9,7 +9,7 @@ of the same checkpoint score the same images (the Inception Score splits include
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +19,15 @@ import torch
 
 from dsgan.atomic import write_atomic
 from dsgan.distributed import DistEnv, broadcast_object
-from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
+from dsgan.errors import ConfigError
+from dsgan.eval.metrics import (
+    feature_statistics,
+    frechet_distance,
+    gather_features,
+    inception_score,
+    kernel_inception_distance,
+    manifold_metrics,
+)
 from dsgan.samples import generate
 
 if TYPE_CHECKING:
@@ -27,77 +35,129 @@ if TYPE_CHECKING:
     from dsgan.models import Generator
 
 IS_SPLITS = 10
+FEATURE_METRICS = frozenset({"kid", "pr", "dc"})
+"""Metrics that need the reference features themselves, not only their mean and covariance."""
+PUBLISHED = "published"
+"""The key of a statistics file holding only ``mu`` and ``sigma`` (pytorch-fid's ``--save-stats``, NVlabs' .npz)."""
 
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """Feature mean/covariance of the real data (float64), how many images, and the cache key they belong to."""
+    """Feature mean/covariance of the real data (float64), how many images, the cache key they belong to, and the
+    features themselves (float32 [count, D], dataset order) when a metric needs them (KID, precision/recall,
+    density/coverage). A published file has key ``PUBLISHED``, no count and no features."""
 
     mu: np.ndarray
     sigma: np.ndarray
-    count: int
+    count: int | None
     key: str
+    features: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, features: torch.Tensor | np.ndarray, key: str, keep_features: bool) -> ReferenceStats:
+        mu, sigma = feature_statistics(features)
+        kept = None
+        if keep_features:
+            kept = features.cpu().float().numpy() if isinstance(features, torch.Tensor) else features.astype("f4")
+        return cls(mu, sigma, len(features), key, kept)
 
 
 def read_reference(path: Path) -> ReferenceStats | None:
-    """The cached statistics, or None if the file is absent or unreadable (a torn or foreign file is recomputed)."""
+    """The cached statistics, a published ``mu``/``sigma`` file (key ``PUBLISHED``), or None if the file is absent
+    or unreadable (a torn or foreign file is recomputed). Never unpickles."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
-            return ReferenceStats(f["mu"], f["sigma"], int(f["count"]), str(f["key"]))
+            if "key" not in f:
+                return ReferenceStats(f["mu"], f["sigma"], None, PUBLISHED)
+            features = f.get("features")
+            return ReferenceStats(f["mu"], f["sigma"], int(f["count"]), str(f["key"]), features)
     except Exception as e:  # any unreadable cache is simply stale
         warnings.warn(f"ignoring unreadable reference statistics {path}: {e}", stacklevel=2)
         return None
 
 
 def write_reference(path: Path, stats: ReferenceStats) -> None:
+    assert stats.count is not None, "published statistics are read, never written"
+    arrays: dict[str, np.ndarray] = {"mu": stats.mu, "sigma": stats.sigma}
+    arrays.update(count=np.asarray(stats.count, np.int64), key=np.asarray(stats.key))
+    if stats.features is not None:
+        arrays["features"] = stats.features
+
     def write(f: Path) -> None:
         with f.open("wb") as out:  # a file object: np.savez would add ".npz" to the temporary name
-            np.savez(out, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count), key=np.str_(stats.key))
+            np.savez(out, allow_pickle=False, **arrays)
 
     write_atomic(path, write)
 
 
 def load_or_compute_reference(
-    path: str | Path, compute_fn: Callable[[], tuple[np.ndarray, np.ndarray, int]], key: str, env: DistEnv
+    path: str | Path,
+    compute_features: Callable[[], torch.Tensor | np.ndarray],
+    key: str,
+    env: DistEnv,
+    keep_features: bool = False,
 ) -> ReferenceStats:
-    """Reference statistics from ``path`` if its key matches ``key``; else ``compute_fn() -> (mu, sigma, count)``,
-    written back atomically.
+    """Reference statistics from ``path`` if its key matches ``key`` (and it holds the features, when
+    ``keep_features``); else from ``compute_features() -> [N, D]``, written back atomically.
 
-    Under a process group every rank must call this: rank 0 alone reads and writes the file (no shared filesystem
-    is assumed) and broadcasts its decision and result; ``compute_fn`` runs on every rank, so it may use
-    collectives (e.g. ``dataset_statistics``).
+    A published file (``mu`` and ``sigma`` only) is used as it is, with a warning, and never overwritten; asking it
+    for features is a ConfigError. Under a process group every rank must call this: rank 0 alone reads and writes
+    the file (no shared filesystem is assumed) and broadcasts its decision and result; ``compute_features`` runs on
+    every rank, so it may use collectives (e.g. ``dataset_features``).
     """
     path = Path(path)
     cached = read_reference(path) if env.is_main else None
-    if cached is not None and cached.key != key:
-        cached = None
+    if (
+        cached is not None
+        and cached.key != PUBLISHED
+        and (cached.key != key or (keep_features and cached.features is None))
+    ):
+        cached = None  # stale, or without the features asked for
     cached = broadcast_object(cached, env)
+    if cached is not None and cached.key == PUBLISHED:
+        if keep_features:  # on every rank: no rank is left waiting in a collective
+            raise ConfigError(
+                f"{path} holds only mu and sigma (a published statistics file): KID, precision/recall and "
+                "density/coverage need the reference features. Evaluate only fid/is with it, or point "
+                "eval.reference_stats at a new path to compute the statistics from the data"
+            )
+        if env.is_main:
+            warnings.warn(
+                f"{path}: published statistics (mu and sigma only), used as the FID reference as they are. Their "
+                "preprocessing (resize, crop, flips, image count) is yours to match: dsgan cannot check it",
+                stacklevel=2,
+            )
     if cached is not None:
         return cached
-    mu, sigma, count = compute_fn()
-    stats = broadcast_object(
-        ReferenceStats(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), int(count), key), env
-    )
+    stats = broadcast_object(ReferenceStats.of(compute_features(), key, keep_features), env)
     if env.is_main:
         write_reference(path, stats)
     return stats
 
 
-def dataset_statistics(
-    extractor: FeatureExtractor, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]], env: DistEnv
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mu, sigma, count) of the real images in ``batches`` ([B, C, H, W] in [-1, 1], or (images, labels) pairs),
-    gathered over ranks. Each rank must iterate a disjoint shard: a sampler that pads the last batch with
-    repeated images counts those twice."""
+def _index_order(local: torch.Tensor, total: int, env: DistEnv) -> torch.Tensor:
+    """Gather rows held as rank r's items r, r + W, r + 2W, ... back into item order 0..total-1 on every rank."""
+    world_size = env.world_size
+    order = torch.tensor([i for r in range(world_size) for i in range(r, total, world_size)])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(total)
+    return gather_features(local, env).cpu()[inverse]
+
+
+def dataset_features(
+    extractor: FeatureExtractor, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]], total: int, env: DistEnv
+) -> torch.Tensor:
+    """Features [total, D] of the real images, in dataset order on every rank. ``batches`` ([B, C, H, W] in
+    [-1, 1], or (images, labels) pairs) are this rank's shard: items rank, rank + W, ... of ``total`` (so the
+    result, and a cap such as precision/recall's first 200k, do not depend on the world size)."""
     parts = []
     for batch in batches:
         images = batch if isinstance(batch, torch.Tensor) else batch[0]
-        parts.append(extractor(images.to(env.device))[0])
-    features = gather_features(torch.cat(parts), env)
-    mu, sigma = feature_statistics(features)
-    return mu, sigma, features.shape[0]
+        parts.append(extractor(images.to(env.device))[0].cpu())
+    local = torch.cat(parts) if parts else torch.zeros(0, 0)
+    return _index_order(local, total, env)
 
 
 def sample_noise(indices: Sequence[int], seed: int, noise_size: int) -> torch.Tensor:
@@ -125,11 +185,15 @@ def evaluate_generator(
     reference_stats: ReferenceStats,
     seed: int,
     env: DistEnv,
+    metrics: Collection[str] = ("fid", "is"),
 ) -> dict[str, float]:
-    """{"fid"} (and {"is_mean", "is_std"} for the Inception extractor) of ``num_samples`` generated images.
+    """The ``metrics`` of ``num_samples`` generated images, all from one pass of features: "fid" -> {"fid"},
+    "is" -> {"is_mean", "is_std"} (Inception extractor only), "kid" -> {"kid"}, "pr" -> {"precision", "recall"},
+    "dc" -> {"density", "coverage"}.
 
     Every rank must call this (features are gathered) and every rank gets the same result. ``batch_size`` is per
-    rank. With ``DigitsFeatures`` "fid" is FD8 in the digits' pixel space, not an Inception FID.
+    rank; ``seed`` also draws KID's subsets. With ``DigitsFeatures`` "fid" is FD8 in the digits' pixel space, not an
+    Inception FID.
     """
     rank, world_size = env.rank, env.world_size
     if num_samples < max(2, world_size):
@@ -147,22 +211,34 @@ def evaluate_generator(
             f, lg = extractor(images)
             features.append(f)
             logits.append(lg)
-    # Gathered rows are rank 0's samples, then rank 1's, ...: put them back in sample order.
-    order = torch.tensor([i for r in range(world_size) for i in range(r, num_samples, world_size)])
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(num_samples)
-    all_features = gather_features(torch.cat(features), env).cpu()[inverse]
-    all_logits = gather_features(torch.cat(logits), env).cpu()[inverse] if extractor.reports_inception_score else None
-    # Rank 0 alone does the float64 linear algebra and broadcasts the numbers: with every rank of a node running
+    all_features = _index_order(torch.cat(features), num_samples, env)
+    wants_is = "is" in metrics and extractor.reports_inception_score
+    all_logits = _index_order(torch.cat(logits), num_samples, env) if wants_is else None
+    # Rank 0 alone does the metric arithmetic and broadcasts the numbers: with every rank of a node running
     # 2048x2048 decompositions, their all-core BLAS pools compete and spin (one FID took 64 s instead of 6 s when its
     # BLAS threads competed with one other busy process on 2 cores).
-    result = _metrics(all_features, all_logits, reference_stats) if env.is_main else {}
+    result = _metrics(all_features, all_logits, reference_stats, metrics, seed, env.device) if env.is_main else {}
     return broadcast_object(result, env)
 
 
-def _metrics(features: torch.Tensor, logits: torch.Tensor | None, reference: ReferenceStats) -> dict[str, float]:
-    mu, sigma = feature_statistics(features)
-    result = {"fid": frechet_distance(mu, sigma, reference.mu, reference.sigma)}
+def _metrics(
+    features: torch.Tensor,
+    logits: torch.Tensor | None,
+    reference: ReferenceStats,
+    metrics: Collection[str],
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
+    result = {}
+    if "fid" in metrics:
+        mu, sigma = feature_statistics(features)
+        result["fid"] = frechet_distance(mu, sigma, reference.mu, reference.sigma, device)
     if logits is not None:
         result["is_mean"], result["is_std"] = inception_score(logits, splits=min(IS_SPLITS, len(logits)))
+    if FEATURE_METRICS & set(metrics):
+        assert reference.features is not None, "load_or_compute_reference(keep_features=True) keeps them"
+        gen, real = features.to(device), torch.from_numpy(reference.features).to(device)
+        if "kid" in metrics:
+            result["kid"] = kernel_inception_distance(gen, real, seed)
+        result.update(manifold_metrics(gen, real, "pr" in metrics, "dc" in metrics))
     return result

@@ -39,8 +39,7 @@ class ProjectionFeatures:
 
 
 def _reference() -> ReferenceStats:
-    mu, sigma, count = DigitsFeatures(16).reference_statistics()
-    return ReferenceStats(mu, sigma, count, "digits")
+    return ReferenceStats.of(DigitsFeatures(16).reference_features(), "digits", keep_features=True)
 
 
 def _evaluate(env: DistEnv) -> dict[str, float]:
