@@ -82,7 +82,7 @@ class Evaluator:
         cfg = self.cfg.eval
         return {
             "name": cfg.protocol_name,
-            "metrics": list(cfg.metrics),
+            "metrics": [m for m in cfg.metrics if m != "is" or self.extractor.reports_inception_score],
             "num_samples": cfg.num_samples,
             "features": self.extractor.name,
             "preprocessing": self.extractor.preprocessing_id,
@@ -107,6 +107,6 @@ class Evaluator:
             self.env,
             cfg.eval.metrics,
         )
-        if isinstance(self.extractor, DigitsFeatures) and "fid" in metrics:
-            metrics["fd8"] = metrics.pop("fid")
+        if isinstance(self.extractor, DigitsFeatures):
+            return {("fd8" if k == "fid" else k): v for k, v in metrics.items()}
         return metrics

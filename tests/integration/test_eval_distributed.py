@@ -1,4 +1,5 @@
-"""Two gloo ranks evaluate the same sample set as one process: same FD8/FID, same IS splits, same reference cache."""
+"""Two gloo ranks evaluate the same sample set as one process: same FD8/FID, IS splits, KID, precision/recall,
+density/coverage, the same reference features in dataset order, the same reference cache."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny import TinyGenerator
 
-from dsgan.digits import DigitsFeatures, digits_pixels
+from dsgan.digits import DigitsFeatures, digits_pixels, digits_tensors
 from dsgan.distributed import DistEnv
-from dsgan.eval.fid import ReferenceStats, evaluate_generator, load_or_compute_reference
+from dsgan.eval.fid import ReferenceStats, dataset_features, evaluate_generator, load_or_compute_reference
 from dsgan.eval.metrics import gather_features
 
 NUM_SAMPLES = 101  # odd: the ranks hold 51 and 50 samples, so the gather pads
@@ -46,10 +47,15 @@ def _evaluate(env: DistEnv) -> dict[str, float]:
     generator = TinyGenerator().train()
     ref = _reference()
     results = {}
+    every = ("fid", "is", "kid", "pr", "dc")
     for name, extractor in (("digits", DigitsFeatures(16)), ("projection", ProjectionFeatures())):
-        out = evaluate_generator(generator, extractor, NUM_SAMPLES, 16, ref, 5, env)
+        out = evaluate_generator(generator, extractor, NUM_SAMPLES, 16, ref, 5, env, every)
         results.update({f"{name}_{k}": v for k, v in out.items()})
     assert generator.training
+    # Real images sharded as Evaluator shards them (items rank, rank + W, ...; 13: unequal shards), in batches.
+    images = digits_tensors(16, 3)[0][:13]
+    shard = [images[i : i + 1] for i in range(env.rank, 13, env.world_size)]
+    results["reference_features"] = dataset_features(DigitsFeatures(16), shard, 13, env).tolist()
     return results
 
 
@@ -67,7 +73,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
         def compute():
             calls.append(1)
-            return np.full(2, rank, np.float64), np.eye(2) * (rank + 1), 7
+            return np.full((7, 2), rank, np.float64) + np.eye(7, 2)
 
         cache = Path(out_dir) / "ref.npz"
         first = load_or_compute_reference(cache, compute, "k", env)
@@ -91,10 +97,13 @@ def test_two_ranks_match_one_process(tmp_path):
     single = _evaluate(DistEnv.single())
     for results in ranks:
         for key, value in single.items():
-            assert results[key] == pytest.approx(value, rel=1e-6), key
+            exact = key == "reference_features"  # the same tensors, gathered in dataset order
+            assert results[key] == (value if exact else pytest.approx(value, rel=1e-6)), key
         assert results["gathered"] == [0.0, 0.0, 1.0, 1.0, 1.0]  # rank order, unequal sizes
         # Rank 0 computed and wrote the cache, then everyone reused it; all ranks hold rank 0's numbers.
         assert results["cache_calls"] == 1
-        assert results["cache_mu"] == [[0.0, 0.0], [0.0, 0.0]]
+        assert results["cache_mu"] == [[1 / 7, 1 / 7], [1 / 7, 1 / 7]]
     assert {"digits_fid", "projection_fid", "projection_is_mean", "projection_is_std"} <= set(single)
+    assert {f"digits_{k}" for k in ("kid", "precision", "recall", "density", "coverage")} <= set(single)
+    assert single["reference_features"] == DigitsFeatures(16)(digits_tensors(16, 3)[0][:13])[0].tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json", "ref.npz"]
