@@ -13,12 +13,24 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from inception_weights import random_inception_weights
+from launch import launch
+from PIL import Image
+from runs import TINY, ok
 from tiny import TinyGenerator
 
+from dsgan.config import load_config
 from dsgan.digits import DigitsFeatures, digits_pixels, digits_tensors
 from dsgan.distributed import DistEnv
-from dsgan.eval.fid import ReferenceStats, dataset_features, evaluate_generator, load_or_compute_reference
+from dsgan.eval.fid import (
+    ReferenceStats,
+    dataset_features,
+    evaluate_generator,
+    load_or_compute_reference,
+    read_reference,
+)
 from dsgan.eval.metrics import gather_features
+from dsgan.eval.run import Evaluator
 
 NUM_SAMPLES = 101  # odd: the ranks hold 51 and 50 samples, so the gather pads
 
@@ -107,3 +119,31 @@ def test_two_ranks_match_one_process(tmp_path):
     assert {f"digits_{k}" for k in ("kid", "precision", "recall", "density", "coverage")} <= set(single)
     assert single["reference_features"] == DigitsFeatures(16)(digits_tensors(16, 3)[0][:13])[0].tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json", "ref.npz"]
+
+
+def test_reference_stats_command_on_two_ranks_equals_one_process(tmp_path):
+    """`dsgan eval --reference-stats` launched on 2 ranks (an image folder, Inception with random weights): the
+    cached file holds one process's statistics and features, in dataset order."""
+    rng = np.random.default_rng(0)
+    for i in range(11):  # 10 classes, 11 images: the ranks read 6 and 5
+        folder = tmp_path / "data" / f"c{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    random_inception_weights(tmp_path / "inception.pth")
+    sets = [
+        f"data={{type: image_folder, root: {tmp_path / 'data'}, num_workers: 0}}",
+        "eval.features=inception",
+        f"eval.inception_weights={tmp_path / 'inception.pth'}",
+        "eval.metrics=[fid, pr]",
+        "eval.batch_size=4",
+    ]
+    args = ["-m", "dsgan.cli", "eval", "--reference-stats", "--config", TINY]
+    for s in [*sets, f"run.dir={tmp_path / 'two'}"]:
+        args += ["--set", s]
+    out = ok(launch(args, world_size=2))
+    assert "11 images" in out and "on 2 rank(s)" in out
+    two = read_reference(tmp_path / "two" / "fid_reference.npz")
+    one = Evaluator(load_config(TINY, [*sets, f"run.dir={tmp_path / 'one'}"]), tmp_path / "one", DistEnv.single())
+    assert two.key == one.stats.key and two.count == one.stats.count == 11
+    np.testing.assert_allclose(two.features, one.stats.features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(two.sigma, one.stats.sigma, rtol=1e-5, atol=1e-9)
