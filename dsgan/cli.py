@@ -162,6 +162,11 @@ def _reference_stats(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import logging
+
+    # Long passes log their progress (dsgan.eval); other libraries keep to warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("dsgan").setLevel(logging.INFO)
     if args.reference_stats:
         if args.run or args.checkpoint:
             raise ConfigError("--reference-stats reads --config, not --run/--checkpoint: it needs no generator")

@@ -8,6 +8,8 @@ of the same checkpoint score the same images (the Inception Score splits include
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +36,11 @@ if TYPE_CHECKING:
     from dsgan.eval.features import FeatureExtractor
     from dsgan.models import Generator
 
+log = logging.getLogger("dsgan.eval")
+
 IS_SPLITS = 10
+PROGRESS_EVERY_SECONDS = 30.0
+"""A long pass of features (50k samples, a large dataset) logs a line with its rate and ETA this often."""
 FEATURE_METRICS = frozenset({"kid", "pr", "dc"})
 """Metrics that need the reference features themselves, not only their mean and covariance."""
 PUBLISHED = "published"
@@ -137,6 +143,35 @@ def load_or_compute_reference(
     return stats
 
 
+class _Progress:
+    """Rank 0 logs how far a pass over ``total`` images is, at most every ``PROGRESS_EVERY_SECONDS``: a short
+    evaluation logs nothing; a 50k-sample one says when it will end."""
+
+    def __init__(self, what: str, total: int, env: DistEnv) -> None:
+        self.what, self.total, self.env = what, total, env
+        self.start_s = self.last_s = time.monotonic()
+
+    def update(self, local_done: int) -> None:
+        now = time.monotonic()
+        if not self.env.is_main or now - self.last_s < PROGRESS_EVERY_SECONDS:
+            return
+        self.last_s = now
+        done = min(local_done * self.env.world_size, self.total)  # rank 0's shard is as large as any
+        rate = done / (now - self.start_s)
+        eta = round((self.total - done) / rate) if rate > 0 else 0
+        log.info(
+            "%s: %d/%d images (%.0f%%), %.0f images/s, ETA %d:%02d:%02d",
+            self.what,
+            done,
+            self.total,
+            100 * done / self.total,
+            rate,
+            eta // 3600,
+            eta // 60 % 60,
+            eta % 60,
+        )
+
+
 def _index_order(local: torch.Tensor, total: int, env: DistEnv) -> torch.Tensor:
     """Gather rows held as rank r's items r, r + W, r + 2W, ... back into item order 0..total-1 on every rank."""
     world_size = env.world_size
@@ -152,10 +187,12 @@ def dataset_features(
     """Features [total, D] of the real images, in dataset order on every rank. ``batches`` ([B, C, H, W] in
     [-1, 1], or (images, labels) pairs) are this rank's shard: items rank, rank + W, ... of ``total`` (so the
     result, and a cap such as precision/recall's first 200k, do not depend on the world size)."""
-    parts = []
+    parts, done, progress = [], 0, _Progress("reference features", total, env)
     for batch in batches:
         images = batch if isinstance(batch, torch.Tensor) else batch[0]
         parts.append(extractor(images.to(env.device))[0].cpu())
+        done += len(images)
+        progress.update(done)
     local = torch.cat(parts) if parts else torch.zeros(0, 0)
     return _index_order(local, total, env)
 
@@ -200,6 +237,7 @@ def evaluate_generator(
         raise ValueError(f"eval.num_samples={num_samples} must be at least max(2, world_size={world_size})")
     local = list(range(rank, num_samples, world_size))
     features, logits = [], []
+    progress = _Progress("evaluation samples", num_samples, env)
     # The same number of forwards on every rank, although the shards differ by up to one sample: a ZeRO-3
     # generator gathers its parameters collectively in every forward. A rank short of a batch runs one on
     # sample 0 and drops it.
@@ -211,6 +249,7 @@ def evaluate_generator(
             f, lg = extractor(images)
             features.append(f)
             logits.append(lg)
+            progress.update(start + len(chunk))
     all_features = _index_order(torch.cat(features), num_samples, env)
     wants_is = "is" in metrics and extractor.reports_inception_score
     all_logits = _index_order(torch.cat(logits), num_samples, env) if wants_is else None

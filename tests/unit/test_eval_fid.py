@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 from dsgan.digits import DigitsFeatures
 from dsgan.distributed import DistEnv
 from dsgan.errors import ConfigError
-from dsgan.eval import metrics
+from dsgan.eval import fid, metrics
 from dsgan.eval.features import reference_key
 from dsgan.eval.fid import (
     PUBLISHED,
@@ -148,3 +150,17 @@ def test_every_metric_from_one_pass_of_features():
         metrics.manifold_metrics(gen, real, True, True), abs=1e-12
     )
     assert every["fid"] == _evaluate(generator, 60, 60)["fid"]
+
+
+def test_long_passes_log_progress_with_eta(monkeypatch, caplog):
+    monkeypatch.setattr(fid, "PROGRESS_EVERY_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="dsgan.eval"):
+        _evaluate(TinyGenerator(), 30, batch_size=10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[0].startswith("evaluation samples: 10/30 images (33%)") and "ETA 0:00:" in lines[0]
+    assert lines[-1].startswith("evaluation samples: 30/30 images (100%)")
+    caplog.clear()
+    monkeypatch.setattr(fid, "PROGRESS_EVERY_SECONDS", 3600.0)
+    with caplog.at_level(logging.INFO, logger="dsgan.eval"):
+        _evaluate(TinyGenerator(), 30, batch_size=10)
+    assert not caplog.records  # a short evaluation says nothing
