@@ -29,6 +29,7 @@ from dsgan.eval.metrics import (
     inception_score,
     kernel_inception_distance,
     manifold_metrics,
+    reference_radii,
 )
 from dsgan.samples import generate
 
@@ -49,23 +50,29 @@ PUBLISHED = "published"
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """Feature mean/covariance of the real data (float64), how many images, the cache key they belong to, and the
-    features themselves (float32 [count, D], dataset order) when a metric needs them (KID, precision/recall,
-    density/coverage). A published file has key ``PUBLISHED``, no count and no features."""
+    """Feature mean/covariance of the real data (float64), how many images, the cache key they belong to, and, when
+    a metric needs them (KID, precision/recall, density/coverage), the features themselves (float32 [count, D],
+    dataset order) and their k-NN radii (``reference_radii``). A published file has key ``PUBLISHED``, no count,
+    no features."""
 
     mu: np.ndarray
     sigma: np.ndarray
     count: int | None
     key: str
     features: np.ndarray | None = None
+    pr_radius: np.ndarray | None = None
+    dc_radius: np.ndarray | None = None
 
     @classmethod
-    def of(cls, features: torch.Tensor | np.ndarray, key: str, keep_features: bool) -> ReferenceStats:
+    def of(
+        cls, features: torch.Tensor | np.ndarray, key: str, keep_features: bool, device: torch.device | str = "cpu"
+    ) -> ReferenceStats:
         mu, sigma = feature_statistics(features)
-        kept = None
-        if keep_features:
-            kept = features.cpu().float().numpy() if isinstance(features, torch.Tensor) else features.astype("f4")
-        return cls(mu, sigma, len(features), key, kept)
+        if not keep_features:
+            return cls(mu, sigma, len(features), key)
+        kept = torch.as_tensor(features).float().cpu()
+        pr_radius, dc_radius = (r.cpu().numpy() for r in reference_radii(kept.to(device)))
+        return cls(mu, sigma, len(features), key, kept.numpy(), pr_radius, dc_radius)
 
 
 def read_reference(path: Path) -> ReferenceStats | None:
@@ -77,8 +84,8 @@ def read_reference(path: Path) -> ReferenceStats | None:
         with np.load(path, allow_pickle=False) as f:
             if "key" not in f:
                 return ReferenceStats(f["mu"], f["sigma"], None, PUBLISHED)
-            features = f.get("features")
-            return ReferenceStats(f["mu"], f["sigma"], int(f["count"]), str(f["key"]), features)
+            kept = [f.get(name) for name in ("features", "pr_radius", "dc_radius")]
+            return ReferenceStats(f["mu"], f["sigma"], int(f["count"]), str(f["key"]), *kept)
     except Exception as e:  # any unreadable cache is simply stale
         warnings.warn(f"ignoring unreadable reference statistics {path}: {e}", stacklevel=2)
         return None
@@ -88,8 +95,9 @@ def write_reference(path: Path, stats: ReferenceStats) -> None:
     assert stats.count is not None, "published statistics are read, never written"
     arrays: dict[str, np.ndarray] = {"mu": stats.mu, "sigma": stats.sigma}
     arrays.update(count=np.asarray(stats.count, np.int64), key=np.asarray(stats.key))
-    if stats.features is not None:
-        arrays["features"] = stats.features
+    for name in ("features", "pr_radius", "dc_radius"):
+        if (value := getattr(stats, name)) is not None:
+            arrays[name] = value
 
     def write(f: Path) -> None:
         with f.open("wb") as out:  # a file object: np.savez would add ".npz" to the temporary name
@@ -137,7 +145,10 @@ def load_or_compute_reference(
             )
     if cached is not None:
         return cached
-    stats = broadcast_object(ReferenceStats.of(compute_features(), key, keep_features), env)
+    features = compute_features()  # on every rank: it may use collectives
+    stats = ReferenceStats.of(features, key, keep_features, env.device) if env.is_main else None
+    stats = broadcast_object(stats, env)
+    assert stats is not None  # rank 0's
     if env.is_main:
         write_reference(path, stats)
     return stats
@@ -279,5 +290,8 @@ def _metrics(
         gen, real = features.to(device), torch.from_numpy(reference.features).to(device)
         if "kid" in metrics:
             result["kid"] = kernel_inception_distance(gen, real, seed)
-        result.update(manifold_metrics(gen, real, "pr" in metrics, "dc" in metrics))
+        radii = None
+        if reference.pr_radius is not None and reference.dc_radius is not None:
+            radii = torch.from_numpy(reference.pr_radius), torch.from_numpy(reference.dc_radius)
+        result.update(manifold_metrics(gen, real, "pr" in metrics, "dc" in metrics, radii))
     return result

@@ -169,11 +169,27 @@ def _neighbour_radii(points: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Te
     return [torch.cat(parts) for parts in kths]
 
 
+def reference_radii(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference points' k-NN radii that ``manifold_metrics`` needs: precision/recall's (k=3, among the first
+    ``PR_MAX_REFERENCE``) and density/coverage's (k=5, among all). They depend on the reference alone and are its
+    costliest part (N^2 distances), so they are cached with the reference features."""
+    real = reference.float()
+    if len(real) <= PR_MAX_REFERENCE:  # one k-NN pass serves both
+        pr_radius, dc_radius = _neighbour_radii(real, (PR_NEIGHBOURS, DC_NEIGHBOURS))
+        return pr_radius, dc_radius
+    return _neighbour_radii(real[:PR_MAX_REFERENCE], (PR_NEIGHBOURS,))[0], _neighbour_radii(real, (DC_NEIGHBOURS,))[0]
+
+
 def manifold_metrics(
-    features: torch.Tensor, reference: torch.Tensor, precision_recall: bool, density_coverage: bool
+    features: torch.Tensor,
+    reference: torch.Tensor,
+    precision_recall: bool,
+    density_coverage: bool,
+    radii: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Improved precision/recall (k=3) and density/coverage (k=5) of generated ``features`` against ``reference``
-    features, from one pass over the reference-generated distances.
+    features, from one pass over the reference-generated distances; ``radii``: ``reference_radii(reference)``,
+    computed here when not given.
 
     - precision: the fraction of generated points inside some reference point's k-NN ball (``<=``, as NVlabs'
       ``metrics/precision_recall.py``, over the first ``PR_MAX_REFERENCE`` reference points); recall: the fraction
@@ -186,12 +202,7 @@ def manifold_metrics(
     gen, real = features.float(), reference.float()
     pr_count = min(len(real), PR_MAX_REFERENCE) if precision_recall else 0
     dc_count = len(real) if density_coverage else 0
-    # Radii: the PR reference set is the first pr_count points, so one k-NN pass serves both when it is all of them.
-    if pr_count and dc_count == pr_count:
-        real_pr_radius, real_dc_radius = _neighbour_radii(real, (PR_NEIGHBOURS, DC_NEIGHBOURS))
-    else:
-        real_pr_radius = _neighbour_radii(real[:pr_count], (PR_NEIGHBOURS,))[0] if pr_count else real[:0, 0]
-        real_dc_radius = _neighbour_radii(real, (DC_NEIGHBOURS,))[0] if dc_count else real[:0, 0]
+    real_pr_radius, real_dc_radius = (r.to(gen.device) for r in radii or reference_radii(real))
     gen_pr_radius = _neighbour_radii(gen, (PR_NEIGHBOURS,))[0] if pr_count else gen[:0, 0]
     in_real_ball = torch.zeros(len(gen), dtype=torch.bool, device=gen.device)  # precision
     in_gen_ball = torch.zeros(pr_count, dtype=torch.bool, device=gen.device)  # recall

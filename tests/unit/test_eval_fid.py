@@ -111,6 +111,10 @@ def test_reference_features_kept_when_asked_and_recomputed_when_missing(tmp_path
     again = load_or_compute_reference(path, compute, "k", ONE, keep_features=True)
     assert len(calls) == 2 and again.features.dtype == np.float32 and again.features.shape == (30, 4)
     np.testing.assert_array_equal(again.features, data.float().numpy())
+    # The reference's k-NN radii (precision/recall, density/coverage) are kept with them, computed once.
+    radii = metrics.reference_radii(data.float())
+    np.testing.assert_array_equal(again.pr_radius, radii[0].numpy())
+    np.testing.assert_array_equal(again.dc_radius, radii[1].numpy())
     np.testing.assert_allclose(kept.mu, data.numpy().mean(0), rtol=1e-12)
     assert load_or_compute_reference(path, compute, "k", ONE).features is not None and len(calls) == 2
 

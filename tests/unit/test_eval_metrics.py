@@ -238,6 +238,8 @@ def test_precision_recall_density_coverage_brute_force(monkeypatch, block):
     value = metrics.manifold_metrics(torch.from_numpy(gen).float(), torch.from_numpy(real).float(), True, True)
     assert value == pytest.approx(expected, abs=1e-12)
     assert 0 < value["precision"] < 1 and 0 < value["recall"] < 1 and value["density"] > 0
+    cached = metrics.reference_radii(torch.from_numpy(real).float())
+    assert metrics.manifold_metrics(torch.from_numpy(gen).float(), torch.from_numpy(real), True, True, cached) == value
     only_dc = metrics.manifold_metrics(torch.from_numpy(gen).float(), torch.from_numpy(real).float(), False, True)
     assert only_dc == {k: expected[k] for k in ("density", "coverage")}
 
