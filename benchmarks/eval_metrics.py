@@ -3,7 +3,8 @@
     python benchmarks/eval_metrics.py [--samples 10000] [--reference 10000] [--baseline /path/to/older/checkout]
 
 - metric arithmetic: every metric (FID, IS, KID, precision/recall, density/coverage) of `--samples` generated
-  against `--reference` real 2048-d features, as `evaluate_generator` runs it on rank 0 (`_metrics`). The features
+  against `--reference` real 2048-d features, as `evaluate_generator` runs it on rank 0 (`_metrics`), after the
+  reference's own part (moments, k-NN radii), which is computed once and cached. The features
   are synthetic but Inception-like (non-negative, correlated, full-rank covariances); the arithmetic does not
   depend on their values.
 - FID alone: dsgan's Frechet distance, scipy's `sqrtm` (pytorch-fid's method), and `--baseline`'s
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -42,15 +44,19 @@ from dsgan.models import build_generator  # noqa: E402
 from dsgan.samples import generate  # noqa: E402
 
 DIM = 2048
+T = TypeVar("T")
 
 
-def best_seconds(fn: Callable[[], object], trials: int) -> tuple[float, object]:
-    times, result = [], None
+def best_seconds(fn: Callable[[], T], trials: int) -> tuple[float, str, T]:
+    """Wall seconds of the best trial, its CPU seconds as text (with one thread: the work itself, whatever else the
+    machine runs), and fn's result."""
+    runs = []
     for _ in range(trials):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        runs.append((time.perf_counter() - wall, time.process_time() - cpu, result))
+    wall, cpu, result = min(runs, key=lambda run: run[0])
+    return wall, f"(CPU {cpu:.2f} s)", result
 
 
 def inception_like(count: int, seed: int, shift: float) -> torch.Tensor:
@@ -94,20 +100,23 @@ def run(args: argparse.Namespace) -> None:
 
     gen, real = inception_like(args.samples, 0, 0.05), inception_like(args.reference, 10, 0.0)
     logits = torch.randn(args.samples, 1008, generator=torch.Generator().manual_seed(2))
-    stats = ReferenceStats.of(real, "bench", keep_features=True)
+    seconds, cpu, stats = best_seconds(lambda: ReferenceStats.of(real, "bench", keep_features=True, device=device), 1)
+    print(f"reference, once (moments, k-NN radii): {seconds:.1f} s {cpu}")
     (mu, sigma), rows = feature_statistics(gen), []
 
-    seconds, fid_new = best_seconds(lambda: frechet_distance(mu, sigma, stats.mu, stats.sigma, device), args.trials)
-    rows.append(("FID, Cholesky + eigvalsh (this code)", seconds, fid_new))
+    seconds, cpu, fid_new = best_seconds(
+        lambda: frechet_distance(mu, sigma, stats.mu, stats.sigma, device), args.trials
+    )
+    rows.append(("FID, Cholesky + eigvalsh (this code)", seconds, fid_new, cpu))
     if args.baseline:
         before = load_baseline(args.baseline)
-        seconds, value = best_seconds(lambda: before(mu, sigma, stats.mu, stats.sigma), args.trials)
-        rows.append((f"FID, {args.baseline}'s code", seconds, value))
+        seconds, cpu, value = best_seconds(lambda: before(mu, sigma, stats.mu, stats.sigma), args.trials)
+        rows.append((f"FID, {args.baseline}'s code", seconds, value, cpu))
     if not args.no_scipy:
-        seconds, value = best_seconds(lambda: scipy_fid(mu, sigma, stats.mu, stats.sigma), args.trials)
-        rows.append(("FID, scipy.linalg.sqrtm (pytorch-fid)", seconds, value))
-    for name, seconds, value in rows:
-        print(f"{name:45s} {seconds:8.2f} s   FID {value:.10f}   diff {value - fid_new:+.2e}")
+        seconds, cpu, value = best_seconds(lambda: scipy_fid(mu, sigma, stats.mu, stats.sigma), args.trials)
+        rows.append(("FID, scipy.linalg.sqrtm (pytorch-fid)", seconds, value, cpu))
+    for name, seconds, value, cpu_text in rows:
+        print(f"{name:45s} {seconds:8.2f} s {cpu_text}  FID {value:.10f}   diff {value - fid_new:+.2e}")
 
     only = {
         "moments (mean, covariance)": lambda: feature_statistics(gen),
@@ -117,18 +126,18 @@ def run(args: argparse.Namespace) -> None:
     }
     total = 0.0
     for name, fn in only.items():
-        seconds, _ = best_seconds(fn, args.trials)
+        seconds, cpu, _ = best_seconds(fn, args.trials)
         total += seconds if name != "moments (mean, covariance)" else 0.0  # FID + IS includes them
-        print(f"metric arithmetic, {name:40s} {seconds:8.2f} s")
+        print(f"metric arithmetic, {name:40s} {seconds:8.2f} s {cpu}")
     print(f"metric arithmetic, all metrics ({args.samples} x {args.reference} x {DIM}): {total:.1f} s")
 
     inception = FIDInceptionV3().to(device).eval()
     images = torch.rand(args.inception_images, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
     with torch.no_grad():
         inception(images[:2].to(device))  # warm-up
-        seconds, _ = best_seconds(lambda: inception(images.to(device)), args.trials)
+        seconds, cpu, _ = best_seconds(lambda: inception(images.to(device)), args.trials)
     per_image = seconds / args.inception_images
-    print(f"Inception: {per_image * 1e3:.1f} ms/image -> {per_image * args.samples:.0f} s for {args.samples}")
+    print(f"Inception: {per_image * 1e3:.1f} ms/image {cpu} -> {per_image * args.samples:.0f} s for {args.samples}")
 
     cfg = load_config(None)
     generator = build_generator(cfg.generator.model).to(device)
@@ -139,8 +148,8 @@ def run(args: argparse.Namespace) -> None:
             z, y = sample_noise(idx, 0, generator.noise_size), sample_labels(idx, generator.num_classes)
             generate(generator, z, y, device)
 
-    seconds, _ = best_seconds(sample_all, args.trials)
-    print(f"sampling: {args.samples} images of the default run's generator (noise, labels, G) in {seconds:.1f} s")
+    seconds, cpu, _ = best_seconds(sample_all, args.trials)
+    print(f"sampling: {args.samples} images of the default run's generator (noise, labels, G): {seconds:.1f} s {cpu}")
 
 
 if __name__ == "__main__":
