@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference-stats",
         action="store_true",
-        help="only compute the reference statistics of --config's dataset (many ranks under torchrun/deepspeed)",
+        help="only compute the reference statistics of --config's dataset (on many ranks under torchrun)",
     )
     _add_config_args(p)
     p.add_argument("--features", choices=("inception", "digits"), help="overrides eval.features")

@@ -1,9 +1,11 @@
-"""FID of a generator: cached reference statistics and data-parallel sample generation.
+"""A generator's metrics (FID, IS, KID, precision/recall, density/coverage) from one pass of features: cached
+reference statistics and data-parallel sample generation.
 
 The sample set depends only on (seed, num_samples), never on the world size: sample i's noise comes from its own
 RNG seeded by (seed, i) and its label is i mod num_classes; rank r generates the samples i with
 i % world_size == r, and the gathered features are put back in sample order. So a 1-GPU and an 8-GPU evaluation
-of the same checkpoint score the same images (the Inception Score splits included).
+of the same checkpoint score the same images (the Inception Score splits and KID's subsets included). Real images
+are sharded and put back in dataset order the same way.
 """
 
 from __future__ import annotations
