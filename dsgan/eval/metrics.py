@@ -38,9 +38,9 @@ def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
-def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(sigma)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # tiny negative eigenvalues are rounding: clip to 0
+def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(sigma)
+    return (v * w.clamp(min=0).sqrt()) @ v.T  # tiny negative eigenvalues are rounding: clip to 0
 
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, device: torch.device | str = "cpu") -> float:
@@ -59,7 +59,7 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, device: torch.de
         if info.item() == 0:
             eigenvalues = torch.linalg.eigvalsh(factor.T @ b @ factor)
             return float(eigenvalues.clamp(min=0).sqrt().sum())  # negative eigenvalues are rounding
-    return float(np.linalg.svd(_psd_sqrt(sigma1) @ _psd_sqrt(sigma2), compute_uv=False).sum())
+    return float(torch.linalg.svdvals(_psd_sqrt(s1) @ _psd_sqrt(s2)).sum())
 
 
 def frechet_distance(
