@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> None:
 
     gen, real = inception_like(args.samples, 0, 0.05), inception_like(args.reference, 10, 0.0)
     logits = torch.randn(args.samples, 1008, generator=torch.Generator().manual_seed(2))
-    seconds, cpu, stats = best_seconds(lambda: ReferenceStats.of(real, "bench", keep_features=True, device=device), 1)
+    seconds, cpu, stats = best_seconds(
+        lambda: ReferenceStats.of(real, None, "bench", keep_features=True, device=device), 1
+    )
     print(f"reference, once (moments, k-NN radii): {seconds:.1f} s {cpu}")
     (mu, sigma), rows = feature_statistics(gen), []
 
@@ -120,9 +122,9 @@ def run(args: argparse.Namespace) -> None:
 
     only = {
         "moments (mean, covariance)": lambda: feature_statistics(gen),
-        "FID + IS": lambda: _metrics(gen, logits, stats, ("fid", "is"), 0, device),
-        "KID (100 subsets of 1000, float64)": lambda: _metrics(gen, None, stats, ("kid",), 0, device),
-        "precision/recall + density/coverage": lambda: _metrics(gen, None, stats, ("pr", "dc"), 0, device),
+        "FID + IS": lambda: _metrics(gen, logits, None, stats, ("fid", "is"), 0, device),
+        "KID (100 subsets of 1000, float64)": lambda: _metrics(gen, None, None, stats, ("kid",), 0, device),
+        "precision/recall + density/coverage": lambda: _metrics(gen, None, None, stats, ("pr", "dc"), 0, device),
     }
     total = 0.0
     for name, fn in only.items():

@@ -130,8 +130,10 @@ class DigitsFeatures:
         logits = torch.from_numpy(scores).to(device=images.device, dtype=torch.float32)
         return features, logits
 
-    def reference_features(self) -> np.ndarray:
-        return digits_real(self.resolution).features
+    def reference_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """The real digits' features and labels, the reference of every metric."""
+        real = digits_real(self.resolution)
+        return real.features, real.labels
 
 
 @dataclass(frozen=True)

@@ -175,9 +175,9 @@ class Tracking(Strict):
     """Log sample grids to wandb this often; None = with every PNG grid."""
 
 
-EvalMetric = Literal["fid", "is", "kid", "pr", "dc"]
+EvalMetric = Literal["fid", "is", "kid", "pr", "dc", "ifid"]
 """fid; is: Inception Score; kid: Kernel Inception Distance; pr: improved precision and recall (k=3); dc: density
-and coverage (k=5). All from one pass of features per evaluation."""
+and coverage (k=5); ifid: per-class FID (intra-FID) of a conditional model. All from one pass of features."""
 
 DEFAULT_EVAL_SAMPLES = 10_000
 DEFAULT_EVAL_METRICS: tuple[EvalMetric, ...] = ("fid", "is")
@@ -238,7 +238,7 @@ class Eval(Strict):
         if self.features == "inception" and self.inception_weights is None:
             raise ValueError("features='inception' needs inception_weights (a local file; see README, Evaluation)")
         if not self.metrics:
-            raise ValueError("eval.metrics is empty: name at least one of fid, is, kid, pr, dc")
+            raise ValueError("eval.metrics is empty: name at least one of fid, is, kid, pr, dc, ifid")
         return self
 
     @property
@@ -295,6 +295,11 @@ class Config(Strict):
             )
         if isinstance(self.data, DigitsData) and g.num_classes not in (0, 10):
             raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
+        if "ifid" in self.eval.metrics and (g.num_classes == 0 or self.eval.num_samples < 2 * g.num_classes):
+            raise ValueError(
+                f"eval.metrics includes ifid (per-class FID): it needs a conditional generator and 2 samples per "
+                f"class or more; generator.model.num_classes={g.num_classes}, eval.num_samples={self.eval.num_samples}"
+            )
         if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:
             raise ValueError("eval.features='digits' only applies to data.type='digits'; use 'inception'")
         schedule = Schedule.of(self)

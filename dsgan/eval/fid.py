@@ -31,6 +31,7 @@ from dsgan.eval.metrics import (
     inception_score,
     kernel_inception_distance,
     manifold_metrics,
+    per_class_frechet_distance,
     reference_radii,
 )
 from dsgan.samples import generate
@@ -44,7 +45,7 @@ log = logging.getLogger("dsgan.eval")
 IS_SPLITS = 10
 PROGRESS_EVERY_SECONDS = 30.0
 """A long pass of features (50k samples, a large dataset) logs a line with its rate and ETA this often."""
-FEATURE_METRICS = frozenset({"kid", "pr", "dc"})
+FEATURE_METRICS = frozenset({"kid", "pr", "dc", "ifid"})
 """Metrics that need the reference features themselves, not only their mean and covariance."""
 PUBLISHED = "published"
 """The key of a statistics file holding only ``mu`` and ``sigma`` (pytorch-fid's ``--save-stats``, NVlabs' .npz)."""
@@ -53,9 +54,9 @@ PUBLISHED = "published"
 @dataclass(frozen=True)
 class ReferenceStats:
     """Feature mean/covariance of the real data (float64), how many images, the cache key they belong to, and, when
-    a metric needs them (KID, precision/recall, density/coverage), the features themselves (float32 [count, D],
-    dataset order) and their k-NN radii (``reference_radii``). A published file has key ``PUBLISHED``, no count,
-    no features."""
+    a metric needs them (KID, precision/recall, density/coverage, per-class FID), the features themselves (float32
+    [count, D], dataset order), their labels and their k-NN radii (``reference_radii``). A published file has key
+    ``PUBLISHED``, no count, no features."""
 
     mu: np.ndarray
     sigma: np.ndarray
@@ -64,17 +65,24 @@ class ReferenceStats:
     features: np.ndarray | None = None
     pr_radius: np.ndarray | None = None
     dc_radius: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
     @classmethod
     def of(
-        cls, features: torch.Tensor | np.ndarray, key: str, keep_features: bool, device: torch.device | str = "cpu"
+        cls,
+        features: torch.Tensor | np.ndarray,
+        labels: torch.Tensor | np.ndarray | None,
+        key: str,
+        keep_features: bool,
+        device: torch.device | str = "cpu",
     ) -> ReferenceStats:
         mu, sigma = feature_statistics(features)
         if not keep_features:
             return cls(mu, sigma, len(features), key)
         kept = torch.as_tensor(features).float().cpu()
         pr_radius, dc_radius = (r.cpu().numpy() for r in reference_radii(kept.to(device)))
-        return cls(mu, sigma, len(features), key, kept.numpy(), pr_radius, dc_radius)
+        kept_labels = None if labels is None else torch.as_tensor(labels).long().cpu().numpy()
+        return cls(mu, sigma, len(features), key, kept.numpy(), pr_radius, dc_radius, kept_labels)
 
 
 def read_reference(path: Path) -> ReferenceStats | None:
@@ -86,7 +94,7 @@ def read_reference(path: Path) -> ReferenceStats | None:
         with np.load(path, allow_pickle=False) as f:
             if "key" not in f:
                 return ReferenceStats(f["mu"], f["sigma"], None, PUBLISHED)
-            kept = [f.get(name) for name in ("features", "pr_radius", "dc_radius")]
+            kept = [f.get(name) for name in ("features", "pr_radius", "dc_radius", "labels")]
             return ReferenceStats(f["mu"], f["sigma"], int(f["count"]), str(f["key"]), *kept)
     except Exception as e:  # any unreadable cache is simply stale
         warnings.warn(f"ignoring unreadable reference statistics {path}: {e}", stacklevel=2)
@@ -97,7 +105,7 @@ def write_reference(path: Path, stats: ReferenceStats) -> None:
     assert stats.count is not None, "published statistics are read, never written"
     arrays: dict[str, np.ndarray] = {"mu": stats.mu, "sigma": stats.sigma}
     arrays.update(count=np.asarray(stats.count, np.int64), key=np.asarray(stats.key))
-    for name in ("features", "pr_radius", "dc_radius"):
+    for name in ("features", "pr_radius", "dc_radius", "labels"):
         if (value := getattr(stats, name)) is not None:
             arrays[name] = value
 
@@ -110,13 +118,14 @@ def write_reference(path: Path, stats: ReferenceStats) -> None:
 
 def load_or_compute_reference(
     path: str | Path,
-    compute_features: Callable[[], torch.Tensor | np.ndarray],
+    compute_features: Callable[[], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray | None]],
     key: str,
     env: DistEnv,
     keep_features: bool = False,
 ) -> ReferenceStats:
     """Reference statistics from ``path`` if its key matches ``key`` (and it holds the features, when
-    ``keep_features``); else from ``compute_features() -> [N, D]``, written back atomically.
+    ``keep_features``); else from ``compute_features() -> (features [N, D], labels [N] or None)``, written back
+    atomically.
 
     A published file (``mu`` and ``sigma`` only) is used as it is, with a warning, and never overwritten; asking it
     for features is a ConfigError. Under a process group every rank must call this: rank 0 alone reads and writes
@@ -135,9 +144,9 @@ def load_or_compute_reference(
     if cached is not None and cached.key == PUBLISHED:
         if keep_features:  # on every rank: no rank is left waiting in a collective
             raise ConfigError(
-                f"{path} holds only mu and sigma (a published statistics file): KID, precision/recall and "
-                "density/coverage need the reference features. Evaluate only fid/is with it, or point "
-                "eval.reference_stats at a new path to compute the statistics from the data"
+                f"{path} holds only mu and sigma (a published statistics file): KID, precision/recall, "
+                "density/coverage and per-class FID need the reference features. Evaluate only fid/is with it, or "
+                "point eval.reference_stats at a new path to compute the statistics from the data"
             )
         if env.is_main:
             warnings.warn(
@@ -147,8 +156,8 @@ def load_or_compute_reference(
             )
     if cached is not None:
         return cached
-    features = compute_features()  # on every rank: it may use collectives
-    stats = ReferenceStats.of(features, key, keep_features, env.device) if env.is_main else None
+    features, labels = compute_features()  # on every rank: it may use collectives
+    stats = ReferenceStats.of(features, labels, key, keep_features, env.device) if env.is_main else None
     stats = broadcast_object(stats, env)
     assert stats is not None  # rank 0's
     if env.is_main:
@@ -196,18 +205,21 @@ def _index_order(local: torch.Tensor, total: int, env: DistEnv) -> torch.Tensor:
 
 def dataset_features(
     extractor: FeatureExtractor, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]], total: int, env: DistEnv
-) -> torch.Tensor:
-    """Features [total, D] of the real images, in dataset order on every rank. ``batches`` ([B, C, H, W] in
-    [-1, 1], or (images, labels) pairs) are this rank's shard: items rank, rank + W, ... of ``total`` (so the
-    result, and a cap such as precision/recall's first 200k, do not depend on the world size)."""
-    parts, done, progress = [], 0, _Progress("reference features", total, env)
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features [total, D] of the real images and their labels (None for bare image batches), in dataset order on
+    every rank. ``batches`` ([B, C, H, W] in [-1, 1], or (images, labels) pairs) are this rank's shard: items rank,
+    rank + W, ... of ``total`` (so the result, and a cap such as precision/recall's first 200k, do not depend on the
+    world size)."""
+    parts, labels, done, progress = [], [], 0, _Progress("reference features", total, env)
     for batch in batches:
         images = batch if isinstance(batch, torch.Tensor) else batch[0]
         parts.append(extractor(images.to(env.device))[0].cpu())
+        if not isinstance(batch, torch.Tensor):
+            labels.append(torch.as_tensor(batch[1]).long().cpu())
         done += len(images)
         progress.update(done)
-    local = torch.cat(parts) if parts else torch.zeros(0, 0)
-    return _index_order(local, total, env)
+    features = _index_order(torch.cat(parts), total, env)
+    return features, _index_order(torch.cat(labels), total, env) if len(labels) == len(parts) else None
 
 
 def sample_noise(indices: Sequence[int], seed: int, noise_size: int) -> torch.Tensor:
@@ -239,7 +251,7 @@ def evaluate_generator(
 ) -> dict[str, float]:
     """The ``metrics`` of ``num_samples`` generated images, all from one pass of features: "fid" -> {"fid"},
     "is" -> {"is_mean", "is_std"} (Inception extractor only), "kid" -> {"kid"}, "pr" -> {"precision", "recall"},
-    "dc" -> {"density", "coverage"}.
+    "dc" -> {"density", "coverage"}, "ifid" -> {"ifid"} (per-class FID of a conditional generator).
 
     Every rank must call this (features are gathered) and every rank gets the same result. ``batch_size`` is per
     rank; ``seed`` also draws KID's subsets. With ``DigitsFeatures`` "fid" is FD8 in the digits' pixel space, not an
@@ -269,13 +281,17 @@ def evaluate_generator(
     # Rank 0 alone does the metric arithmetic and broadcasts the numbers: with every rank of a node running
     # 2048x2048 decompositions, their all-core BLAS pools compete and spin (one FID took 64 s instead of 6 s when its
     # BLAS threads competed with one other busy process on 2 cores).
-    result = _metrics(all_features, all_logits, reference_stats, metrics, seed, env.device) if env.is_main else {}
+    labels = sample_labels(range(num_samples), generator.num_classes)
+    result = (
+        _metrics(all_features, all_logits, labels, reference_stats, metrics, seed, env.device) if env.is_main else {}
+    )
     return broadcast_object(result, env)
 
 
 def _metrics(
     features: torch.Tensor,
     logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
     reference: ReferenceStats,
     metrics: Collection[str],
     seed: int,
@@ -296,4 +312,7 @@ def _metrics(
         if reference.pr_radius is not None and reference.dc_radius is not None:
             radii = torch.from_numpy(reference.pr_radius), torch.from_numpy(reference.dc_radius)
         result.update(manifold_metrics(gen, real, "pr" in metrics, "dc" in metrics, radii))
+        if "ifid" in metrics:
+            assert labels is not None and reference.labels is not None, "a conditional generator and dataset"
+            result["ifid"] = per_class_frechet_distance(features, labels, reference.features, reference.labels, device)
     return result

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from scipy.special import logsumexp
 
 from dsgan.distributed import DistEnv
+from dsgan.errors import DataError
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -92,6 +93,29 @@ def frechet_distance(
         offset = np.eye(sigma1.shape[0]) * SINGULAR_EPS
         tr_covmean = _trace_sqrt_product(sigma1 + offset, sigma2 + offset, device)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
+def per_class_frechet_distance(
+    features: ArrayLike,
+    labels: ArrayLike,
+    reference: ArrayLike,
+    reference_labels: ArrayLike,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Intra-FID (Miyato & Koyama 2018; StudioGAN's IFID): the mean over the generated classes of the Frechet
+    distance between a class's generated and real features. Each class needs 2 of each: a covariance."""
+    gen, real = _as_float64(features), _as_float64(reference)
+    gen_labels, real_labels = np.asarray(labels), np.asarray(reference_labels)
+    scores = []
+    for c in np.unique(gen_labels):
+        gen_c, real_c = gen[gen_labels == c], real[real_labels == c]
+        if len(gen_c) < 2 or len(real_c) < 2:
+            raise DataError(
+                f"per-class FID: class {c} has {len(gen_c)} generated and {len(real_c)} real images, 2 of each are "
+                "needed (raise eval.num_samples to 2 per class or more, or drop ifid from eval.metrics)"
+            )
+        scores.append(frechet_distance(*feature_statistics(gen_c), *feature_statistics(real_c), device))
+    return float(np.mean(scores))
 
 
 def inception_score(logits: ArrayLike, splits: int = 10) -> tuple[float, float]:

@@ -52,7 +52,7 @@ class Evaluator:
 
         cfg, extractor = self.cfg, self.extractor
         g = cfg.generator.model
-        compute: Callable[[], torch.Tensor | np.ndarray]
+        compute: Callable[[], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray | None]]
         identity: tuple[str, ...]
         if isinstance(extractor, DigitsFeatures):
             compute, identity = extractor.reference_features, ("digits", str(g.output_scale))

@@ -52,14 +52,14 @@ class ProjectionFeatures:
 
 
 def _reference() -> ReferenceStats:
-    return ReferenceStats.of(DigitsFeatures(16).reference_features(), "digits", keep_features=True)
+    return ReferenceStats.of(*DigitsFeatures(16).reference_features(), "digits", keep_features=True)
 
 
 def _evaluate(env: DistEnv) -> dict[str, float]:
     generator = TinyGenerator().train()
     ref = _reference()
     results = {}
-    every = ("fid", "is", "kid", "pr", "dc")
+    every = ("fid", "is", "kid", "pr", "dc", "ifid")
     for name, extractor in (("digits", DigitsFeatures(16)), ("projection", ProjectionFeatures())):
         out = evaluate_generator(generator, extractor, NUM_SAMPLES, 16, ref, 5, env, every)
         results.update({f"{name}_{k}": v for k, v in out.items()})
@@ -67,7 +67,7 @@ def _evaluate(env: DistEnv) -> dict[str, float]:
     # Real images sharded as Evaluator shards them (items rank, rank + W, ...; 13: unequal shards), in batches.
     images = digits_tensors(16, 3)[0][:13]
     shard = [images[i : i + 1] for i in range(env.rank, 13, env.world_size)]
-    results["reference_features"] = dataset_features(DigitsFeatures(16), shard, 13, env).tolist()
+    results["reference_features"] = dataset_features(DigitsFeatures(16), shard, 13, env)[0].tolist()
     return results
 
 
@@ -85,7 +85,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
         def compute():
             calls.append(1)
-            return np.full((7, 2), rank, np.float64) + np.eye(7, 2)
+            return np.full((7, 2), rank, np.float64) + np.eye(7, 2), None
 
         cache = Path(out_dir) / "ref.npz"
         first = load_or_compute_reference(cache, compute, "k", env)
@@ -116,7 +116,7 @@ def test_two_ranks_match_one_process(tmp_path):
         assert results["cache_calls"] == 1
         assert results["cache_mu"] == [[1 / 7, 1 / 7], [1 / 7, 1 / 7]]
     assert {"digits_fid", "projection_fid", "projection_is_mean", "projection_is_std"} <= set(single)
-    assert {f"digits_{k}" for k in ("kid", "precision", "recall", "density", "coverage")} <= set(single)
+    assert {f"digits_{k}" for k in ("kid", "precision", "recall", "density", "coverage", "ifid")} <= set(single)
     assert single["reference_features"] == DigitsFeatures(16)(digits_tensors(16, 3)[0][:13])[0].tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json", "ref.npz"]
 

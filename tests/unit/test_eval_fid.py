@@ -30,7 +30,7 @@ ONE = DistEnv.single()
 
 
 def _reference() -> ReferenceStats:
-    return ReferenceStats.of(DigitsFeatures(16).reference_features(), "digits", keep_features=True)
+    return ReferenceStats.of(*DigitsFeatures(16).reference_features(), "digits", keep_features=True)
 
 
 def _evaluate(generator: nn.Module, num_samples: int, batch_size: int, seed: int = 0) -> dict[str, float]:
@@ -76,7 +76,7 @@ def test_reference_cache_reuse_mismatch_and_corrupt(tmp_path):
 
     def compute():
         calls.append(1)
-        return np.random.default_rng(len(calls)).normal(size=(30, 4))
+        return np.random.default_rng(len(calls)).normal(size=(30, 4)), None
 
     extractor = DigitsFeatures(32)
     key = reference_key(extractor, "digits", "32")
@@ -102,7 +102,7 @@ def test_reference_features_kept_when_asked_and_recomputed_when_missing(tmp_path
 
     def compute():
         calls.append(1)
-        return data
+        return data, torch.arange(30) % 3
 
     plain = load_or_compute_reference(path, compute, "k", ONE)
     assert plain.features is None and len(calls) == 1
@@ -111,6 +111,7 @@ def test_reference_features_kept_when_asked_and_recomputed_when_missing(tmp_path
     again = load_or_compute_reference(path, compute, "k", ONE, keep_features=True)
     assert len(calls) == 2 and again.features.dtype == np.float32 and again.features.shape == (30, 4)
     np.testing.assert_array_equal(again.features, data.float().numpy())
+    np.testing.assert_array_equal(again.labels, np.arange(30) % 3)
     # The reference's k-NN radii (precision/recall, density/coverage) are kept with them, computed once.
     radii = metrics.reference_radii(data.float())
     np.testing.assert_array_equal(again.pr_radius, radii[0].numpy())
@@ -122,7 +123,7 @@ def test_reference_features_kept_when_asked_and_recomputed_when_missing(tmp_path
 def test_published_mu_sigma_file_is_the_fid_reference(tmp_path):
     # pytorch-fid's --save-stats writes exactly these two arrays.
     path = tmp_path / "published.npz"
-    ref = ReferenceStats.of(DigitsFeatures(16).reference_features(), "digits", keep_features=False)
+    ref = ReferenceStats.of(*DigitsFeatures(16).reference_features(), "digits", keep_features=False)
     np.savez(path, mu=ref.mu, sigma=ref.sigma)
     before = path.read_bytes()
 
@@ -143,8 +144,8 @@ def test_published_mu_sigma_file_is_the_fid_reference(tmp_path):
 def test_every_metric_from_one_pass_of_features():
     generator = TinyGenerator()
     ref = _reference()
-    every = evaluate_generator(generator, DigitsFeatures(16), 60, 25, ref, 0, ONE, ("fid", "kid", "pr", "dc"))
-    assert set(every) == {"fid", "kid", "precision", "recall", "density", "coverage"}
+    every = evaluate_generator(generator, DigitsFeatures(16), 60, 25, ref, 0, ONE, ("fid", "kid", "pr", "dc", "ifid"))
+    assert set(every) == {"fid", "kid", "precision", "recall", "density", "coverage", "ifid"}
     # Each equals the metric computed alone from the same generated features.
     z, y = sample_noise(range(60), 0, generator.noise_size), sample_labels(range(60), generator.num_classes)
     gen = DigitsFeatures(16)(generate(generator, z, y, "cpu"))[0]
@@ -154,6 +155,9 @@ def test_every_metric_from_one_pass_of_features():
         metrics.manifold_metrics(gen, real, True, True), abs=1e-12
     )
     assert every["fid"] == _evaluate(generator, 60, 60)["fid"]
+    # Per-class FID: sample i has label i mod 10 (6 per class), the real digits their own.
+    ifid = metrics.per_class_frechet_distance(gen, y, ref.features, ref.labels)
+    assert every["ifid"] == pytest.approx(ifid, rel=1e-12) and every["ifid"] > every["fid"]
 
 
 def test_long_passes_log_progress_with_eta(monkeypatch, caplog):

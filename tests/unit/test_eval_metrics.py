@@ -10,6 +10,7 @@ import scipy.linalg
 import torch
 
 from dsgan.distributed import DistEnv
+from dsgan.errors import DataError
 from dsgan.eval import metrics
 from dsgan.eval.metrics import feature_statistics, frechet_distance, gather_features, inception_score
 
@@ -254,3 +255,19 @@ def test_precision_recall_first_reference_points_only(monkeypatch):
     full = _brute_force_prdc(gen, real)
     assert value["precision"] == pytest.approx(head["precision"]) and value["recall"] == pytest.approx(head["recall"])
     assert value["density"] == pytest.approx(full["density"]) and value["coverage"] == pytest.approx(full["coverage"])
+
+
+def test_per_class_fid_is_the_mean_of_scipy_fids_per_class():
+    rng = np.random.default_rng(10)
+    labels, real_labels = np.arange(90) % 3, np.repeat([2, 0, 1], 40)  # any order, any class sizes
+    gen = rng.normal(size=(90, 6)) + labels[:, None] * 0.3
+    real = rng.normal(size=(120, 6)) * 1.1 + real_labels[:, None] * 0.2
+    expected = []
+    for c in range(3):
+        (m1, s1), (m2, s2) = feature_statistics(gen[labels == c]), feature_statistics(real[real_labels == c])
+        covmean = scipy.linalg.sqrtm(s1 @ s2).real
+        expected.append(np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
+    value = metrics.per_class_frechet_distance(gen, labels, real, real_labels)
+    assert value == pytest.approx(np.mean(expected), rel=1e-10)
+    with pytest.raises(DataError, match="class 3 has 1 generated and 0 real images"):
+        metrics.per_class_frechet_distance(np.vstack([gen, gen[:1]]), np.append(labels, 3), real, real_labels)

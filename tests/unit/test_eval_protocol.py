@@ -47,6 +47,12 @@ def test_protocol_sets_samples_and_metrics_and_is_recognised_when_spelt_out():
         (["eval.protocol=fid5k"], "eval.protocol"),
         (["eval.metrics=[fid, lpips]"], "eval.metrics"),
         (["eval.metrics=[]"], "eval.metrics is empty"),
+        (["eval.metrics=[ifid]", "eval.num_samples=15"], "ifid .* 2 samples per class .* eval.num_samples=15"),
+        (
+            ["eval.metrics=[ifid]", "generator.model.num_classes=0", "discriminator.model.num_classes=0"]
+            + ["data.conditional=false"],
+            "ifid .* conditional generator",
+        ),
     ],
 )
 def test_bad_protocol_settings_name_the_field(sets, message):
@@ -70,14 +76,15 @@ def test_eval_flags_replace_the_protocol_they_contradict():
 
 
 def test_evaluator_writes_the_protocol_and_every_metric(tmp_path):
-    cfg = load_config(None, ["eval.num_samples=120", "eval.metrics=[fid, kid, pr, dc]", "eval.batch_size=50"])
+    sets = ["eval.num_samples=120", "eval.metrics=[fid, kid, pr, dc, ifid]", "eval.batch_size=50"]
+    cfg = load_config(None, sets)
     evaluator = Evaluator(cfg, tmp_path, DistEnv.single())
     metrics = evaluator(TinyGenerator())
-    assert set(metrics) == {"fd8", "kid", "precision", "recall", "density", "coverage"}
+    assert set(metrics) == {"fd8", "kid", "precision", "recall", "density", "coverage", "ifid"}
     assert read_reference(tmp_path / "fid_reference.npz").features.shape == (1797, 64)
     assert evaluator.protocol(ema=True) == {
         "name": "custom",
-        "metrics": ["fid", "kid", "pr", "dc"],
+        "metrics": ["fid", "kid", "pr", "dc", "ifid"],
         "num_samples": 120,
         "features": evaluator.extractor.name,
         "preprocessing": evaluator.extractor.preprocessing_id,
