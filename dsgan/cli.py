@@ -125,7 +125,7 @@ def _eval_config(cfg: Config, args: argparse.Namespace) -> Config:
         "features": args.features,
         "inception_weights": args.inception_weights,
         "num_samples": args.num_samples,
-        "metrics": args.metrics.split(",") if args.metrics else None,
+        "metrics": [m.strip() for m in args.metrics.split(",")] if args.metrics else None,
         "reference_stats": args.reference_path,
     }
     changes = {k: v for k, v in flags.items() if v is not None}

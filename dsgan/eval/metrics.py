@@ -176,8 +176,9 @@ PR_NEIGHBOURS = 3
 """Improved precision and recall (Kynkaanniemi et al. 2019): k of the k-NN balls, NVlabs' pr50k3."""
 DC_NEIGHBOURS = 5
 """Density and coverage (Naeem et al. 2020): k of the k-NN balls, the paper's and StudioGAN's default."""
-PR_MAX_REFERENCE = 200_000
-"""NVlabs' pr50k3_full compares with at most 200k real images (the first in dataset order)."""
+KNN_MAX_REFERENCE = 200_000
+"""The k-NN metrics compare with at most the first 200k real images (dataset order), as NVlabs' pr50k3_full: the
+reference's own k-NN radii cost N^2 distances (ImageNet's 1.28M would be 40x 200k's)."""
 ROWS_PER_BLOCK = 1024
 """Distance rows per block: 1024 x 50k float32 distances are 200 MB, at any dataset size."""
 
@@ -194,14 +195,11 @@ def _neighbour_radii(points: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Te
 
 
 def reference_radii(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference points' k-NN radii that ``manifold_metrics`` needs: precision/recall's (k=3, among the first
-    ``PR_MAX_REFERENCE``) and density/coverage's (k=5, among all). They depend on the reference alone and are its
-    costliest part (N^2 distances), so they are cached with the reference features."""
-    real = reference.float()
-    if len(real) <= PR_MAX_REFERENCE:  # one k-NN pass serves both
-        pr_radius, dc_radius = _neighbour_radii(real, (PR_NEIGHBOURS, DC_NEIGHBOURS))
-        return pr_radius, dc_radius
-    return _neighbour_radii(real[:PR_MAX_REFERENCE], (PR_NEIGHBOURS,))[0], _neighbour_radii(real, (DC_NEIGHBOURS,))[0]
+    """The k-NN radii of the first ``KNN_MAX_REFERENCE`` reference points that ``manifold_metrics`` needs:
+    precision/recall's (k=3) and density/coverage's (k=5), from one pass. They depend on the reference alone and
+    are its costliest part, so they are cached with the reference features."""
+    pr_radius, dc_radius = _neighbour_radii(reference[:KNN_MAX_REFERENCE].float(), (PR_NEIGHBOURS, DC_NEIGHBOURS))
+    return pr_radius, dc_radius
 
 
 def manifold_metrics(
@@ -211,43 +209,39 @@ def manifold_metrics(
     density_coverage: bool,
     radii: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Improved precision/recall (k=3) and density/coverage (k=5) of generated ``features`` against ``reference``
-    features, from one pass over the reference-generated distances; ``radii``: ``reference_radii(reference)``,
-    computed here when not given.
+    """Improved precision/recall (k=3) and density/coverage (k=5) of generated ``features`` against the first
+    ``KNN_MAX_REFERENCE`` ``reference`` features, from one pass over the reference-generated distances; ``radii``:
+    ``reference_radii(reference)``, computed here when not given.
 
     - precision: the fraction of generated points inside some reference point's k-NN ball (``<=``, as NVlabs'
-      ``metrics/precision_recall.py``, over the first ``PR_MAX_REFERENCE`` reference points); recall: the fraction
-      of those reference points inside some generated point's ball.
+      ``metrics/precision_recall.py``); recall: the fraction of reference points inside some generated point's ball.
     - density: the mean over generated points of (number of reference balls holding it) / k; coverage: the
       fraction of reference points whose ball holds a generated point (strict ``<``, as Naeem et al.'s ``prdc``).
 
     Distances in float32 on the features' device (NVlabs: float16): they only decide memberships.
     """
-    gen, real = features.float(), reference.float()
-    pr_count = min(len(real), PR_MAX_REFERENCE) if precision_recall else 0
-    dc_count = len(real) if density_coverage else 0
+    gen, real = features.float(), reference[:KNN_MAX_REFERENCE].float()
     real_pr_radius, real_dc_radius = (r.to(gen.device) for r in radii or reference_radii(real))
-    gen_pr_radius = _neighbour_radii(gen, (PR_NEIGHBOURS,))[0] if pr_count else gen[:0, 0]
+    gen_pr_radius = _neighbour_radii(gen, (PR_NEIGHBOURS,))[0] if precision_recall else gen[:0, 0]
     in_real_ball = torch.zeros(len(gen), dtype=torch.bool, device=gen.device)  # precision
-    in_gen_ball = torch.zeros(pr_count, dtype=torch.bool, device=gen.device)  # recall
+    in_gen_ball = torch.zeros(len(real), dtype=torch.bool, device=gen.device)  # recall
     balls_holding = torch.zeros(len(gen), dtype=torch.float64, device=gen.device)  # density
-    covered = torch.zeros(dc_count, dtype=torch.bool, device=gen.device)  # coverage
-    for start in range(0, max(pr_count, dc_count), ROWS_PER_BLOCK):
+    covered = torch.zeros(len(real), dtype=torch.bool, device=gen.device)  # coverage
+    for start in range(0, len(real), ROWS_PER_BLOCK):
         rows = slice(start, start + ROWS_PER_BLOCK)
         distance = torch.cdist(real[rows], gen)
-        if start < pr_count:
-            d = distance[: pr_count - start]
-            in_real_ball |= (d <= real_pr_radius[rows, None]).any(dim=0)
-            in_gen_ball[rows] = (d <= gen_pr_radius[None, :]).any(dim=1)
-        if dc_count:
+        if precision_recall:
+            in_real_ball |= (distance <= real_pr_radius[rows, None]).any(dim=0)
+            in_gen_ball[rows] = (distance <= gen_pr_radius[None, :]).any(dim=1)
+        if density_coverage:
             inside = distance < real_dc_radius[rows, None]
             balls_holding += inside.sum(dim=0)
             covered[rows] = inside.any(dim=1)
     out = {}
-    if pr_count:
+    if precision_recall:
         out["precision"] = in_real_ball.double().mean().item()
         out["recall"] = in_gen_ball.double().mean().item()
-    if dc_count:
+    if density_coverage:
         out["density"] = (balls_holding.mean() / DC_NEIGHBOURS).item()
         out["coverage"] = covered.double().mean().item()
     return out

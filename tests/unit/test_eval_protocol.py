@@ -71,7 +71,7 @@ def test_eval_flags_replace_the_protocol_they_contradict():
     assert fewer.eval.protocol is None and fewer.eval.num_samples == 300 and fewer.eval.metrics == ("fid",)
     other = _eval_config(load_config(None), _flags(protocol="pr50k3_full"))
     assert (other.eval.num_samples, other.eval.metrics) == (50_000, ("pr",))
-    chosen = _eval_config(load_config(None), _flags(metrics="fid,kid"))
+    chosen = _eval_config(load_config(None), _flags(metrics="fid, kid"))
     assert chosen.eval.metrics == ("fid", "kid")
 
 
