@@ -339,8 +339,8 @@ def _evaluate(run: Run) -> bool:
     )
     protocol = run.evaluator.protocol(ema=run.ema is not None)
     run.tracker.log({**{f"eval/{k}": v for k, v in metrics.items()}, "eval/protocol": protocol}, run.state.iteration)
-    # The best checkpoint by the first distance evaluated (lower is better); precision/recall alone marks none.
-    score = next((metrics[k] for k in ("fd8", "fid", "kid") if k in metrics), None)
+    # The best checkpoint by FID (FD8 for the digits); an evaluation without it marks none.
+    score = next((metrics[k] for k in ("fd8", "fid") if k in metrics), None)
     if score is not None and score < run.state.best_score:
         run.state.best_score = score
         return True
