@@ -141,7 +141,7 @@ def _eval_config(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def _reference_stats(args: argparse.Namespace) -> int:
-    """Reference statistics of a config's dataset, on every rank this was launched with (torchrun, deepspeed)."""
+    """Reference statistics of a config's dataset, on every rank this was launched with (torchrun)."""
     from dsgan import distributed
     from dsgan.config import load_config
     from dsgan.eval.run import Evaluator
