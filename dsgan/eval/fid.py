@@ -308,10 +308,11 @@ def _metrics(
         gen, real = features.to(device), torch.from_numpy(reference.features).to(device)
         if "kid" in metrics:
             result["kid"] = kernel_inception_distance(gen, real, seed)
-        radii = None
-        if reference.pr_radius is not None and reference.dc_radius is not None:
-            radii = torch.from_numpy(reference.pr_radius), torch.from_numpy(reference.dc_radius)
-        result.update(manifold_metrics(gen, real, "pr" in metrics, "dc" in metrics, radii))
+        if "pr" in metrics or "dc" in metrics:
+            radii = None
+            if reference.pr_radius is not None and reference.dc_radius is not None:
+                radii = torch.from_numpy(reference.pr_radius), torch.from_numpy(reference.dc_radius)
+            result.update(manifold_metrics(gen, real, "pr" in metrics, "dc" in metrics, radii))
         if "ifid" in metrics:
             assert labels is not None and reference.labels is not None, "a conditional generator and dataset"
             result["ifid"] = per_class_frechet_distance(features, labels, reference.features, reference.labels, device)
