@@ -112,9 +112,73 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_config(cfg: Config, args: argparse.Namespace) -> Config:
+    """The run's config with `dsgan eval`'s flags applied to its `eval` section. Flags that set the sample count or
+    the metrics replace a protocol, which would otherwise conflict with them."""
+    from pydantic import ValidationError
+
+    from dsgan.config import Config
+    from dsgan.config.load import format_errors
+
+    section = cfg.eval.model_dump(mode="json")
+    flags = {
+        "features": args.features,
+        "inception_weights": args.inception_weights,
+        "num_samples": args.num_samples,
+        "metrics": [m.strip() for m in args.metrics.split(",")] if args.metrics else None,
+        "reference_stats": args.reference_path,
+    }
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if args.protocol:  # the protocol's own values replace the section's
+        section = {k: v for k, v in section.items() if k not in ("num_samples", "metrics")}
+        changes["protocol"] = args.protocol
+    elif args.num_samples or args.metrics:
+        section["protocol"] = None
+    try:
+        return Config.model_validate({**cfg.model_dump(mode="json"), "eval": {**section, **changes}})
+    except ValidationError as exc:  # e.g. --features inception without --inception-weights
+        raise ConfigError(format_errors(exc, {"run": "dsgan eval (the run's config and these flags)"})) from None
+
+
+def _reference_stats(args: argparse.Namespace) -> int:
+    """Reference statistics of a config's dataset, on every rank this was launched with (torchrun)."""
+    from dsgan import distributed
+    from dsgan.config import load_config
+    from dsgan.eval.run import Evaluator
+
+    cfg = _eval_config(load_config(args.config, args.set), args)
+    env = distributed.detect()
+    if env.world_size > 1:
+        distributed.init(env, cfg.run.collective_timeout_seconds)
+    evaluator = Evaluator(cfg, cfg.run.dir, env)
+    if env.is_main:
+        stats = evaluator.stats
+        kept = "with" if stats.features is not None else "without"
+        print(
+            f"{evaluator.reference_path}: {evaluator.name} statistics of {stats.count} images "
+            f"({evaluator.reference_description}), {kept} features, on {env.world_size} rank(s)"
+        )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    import logging
+
+    # Long passes log their progress (dsgan.eval); other libraries keep to warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("dsgan").setLevel(logging.INFO)
+    if args.reference_stats:
+        if args.run or args.checkpoint or args.watch:
+            raise ConfigError("--reference-stats reads --config, not --run/--checkpoint/--watch: it needs no generator")
+        return _reference_stats(args)
     if args.watch is not None:
         return _watch(args)
+    if not (args.run or args.checkpoint):
+        raise ConfigError(
+            "dsgan eval needs --run DIR, --checkpoint PATH, --watch RUN_DIR or --reference-stats --config FILE"
+        )
+    import json
+
     import torch
 
     from dsgan.checkpoint import load_generator
@@ -137,33 +201,12 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = evaluator(generator)
     print(
         f"iteration {iteration}, {cfg.eval.num_samples} samples, {evaluator.name}: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
     )
+    # EMA when asked for and the run kept one (load_generator falls back to G otherwise).
+    protocol = evaluator.protocol(ema=not args.no_ema and cfg.ema is not None)
+    print("protocol: " + json.dumps(protocol))
     return 0
-
-
-def _eval_config(cfg: Config, args: argparse.Namespace) -> Config:
-    """The run's config with `dsgan eval`'s flags applied to its `eval` section, validated again."""
-    from pydantic import ValidationError
-
-    from dsgan.config import Config
-    from dsgan.config.load import format_errors
-
-    changes = {
-        k: v
-        for k, v in (
-            ("features", args.features),
-            ("inception_weights", args.inception_weights),
-            ("num_samples", args.num_samples),
-        )
-        if v is not None
-    }
-    try:
-        return Config.model_validate(
-            {**cfg.model_dump(mode="json"), "eval": {**cfg.eval.model_dump(mode="json"), **changes}}
-        )
-    except ValidationError as exc:  # e.g. --features inception without --inception-weights
-        raise ConfigError(format_errors(exc, {"run": "dsgan eval (the run's config and these flags)"})) from None
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -197,8 +240,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_source_args(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
-    src = p.add_mutually_exclusive_group(required=True)
+def _add_source_args(p: argparse.ArgumentParser, required: bool = True) -> argparse._MutuallyExclusiveGroup:
+    src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--run", type=Path, help="run directory (its newest complete checkpoint)")
     src.add_argument("--checkpoint", type=Path, help="a checkpoint directory (.../checkpoints/step-N)")
     p.add_argument("--no-ema", action="store_true", help="use G's trained weights instead of its EMA")
@@ -277,8 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_sample)
 
-    p = sub.add_parser("eval", help="FID/IS (or the digits check) of a run or checkpoint, or of each new checkpoint")
-    _add_source_args(p).add_argument(
+    from dsgan.config.run import EVAL_PROTOCOLS
+
+    p = sub.add_parser(
+        "eval", help="FID, IS, KID, precision/recall, density/coverage of a run, a checkpoint or each new checkpoint"
+    )
+    _add_source_args(p, required=False).add_argument(
         "--watch",
         type=Path,
         metavar="RUN_DIR",
@@ -288,9 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-seconds", type=_positive_float, default=30.0, help="with --watch: how often to look for checkpoints"
     )
     p.add_argument("--digits", action="store_true", help="the embedded digits check: classifier accuracy and FD8")
+    p.add_argument(
+        "--reference-stats",
+        action="store_true",
+        help="only compute the reference statistics of --config's dataset (on many ranks under torchrun)",
+    )
+    _add_config_args(p)
     p.add_argument("--features", choices=("inception", "digits"), help="overrides eval.features")
     p.add_argument("--inception-weights", type=Path, help="TF FID Inception weights (pt_inception-2015-12-05)")
+    p.add_argument("--protocol", choices=tuple(EVAL_PROTOCOLS), help="overrides eval.protocol")
     p.add_argument("--num-samples", type=_positive_int, help="overrides eval.num_samples")
+    p.add_argument("--metrics", help="overrides eval.metrics: comma-separated fid,is,kid,pr,dc")
+    p.add_argument(
+        "--reference-path", type=Path, help="overrides eval.reference_stats (the cache, or a published .npz)"
+    )
     p.set_defaults(func=_eval)
 
     from dsgan.migrate import add_migrate_arguments, run_migrate

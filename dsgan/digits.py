@@ -105,6 +105,7 @@ class DigitsFeatures:
     """
 
     name = "digits-8x8-pixels (FD8; not comparable to FID)"
+    feature_dim = DIGITS_SIZE * DIGITS_SIZE
     reports_inception_score = False
     weights_sha256 = ""
 
@@ -129,9 +130,10 @@ class DigitsFeatures:
         logits = torch.from_numpy(scores).to(device=images.device, dtype=torch.float32)
         return features, logits
 
-    def reference_statistics(self) -> tuple[np.ndarray, np.ndarray, int]:
+    def reference_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """The real digits' features and labels, the reference of every metric."""
         real = digits_real(self.resolution)
-        return real.mu, real.sigma, len(real.features)
+        return real.features, real.labels
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -111,7 +111,8 @@ class Tracker:
     def wandb_run_id(self) -> str | None:
         return self._wandb.id if self._wandb is not None else None
 
-    def log(self, metrics: dict[str, float], iteration: int) -> None:
+    def log(self, metrics: Mapping[str, float | dict[str, object]], iteration: int) -> None:
+        """One record; values are numbers, or a dict of settings (an evaluation's protocol) kept beside them."""
         if not self.is_main:
             return
         record = {"iteration": iteration, "time": time.time(), **metrics}

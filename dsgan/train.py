@@ -345,7 +345,7 @@ def _write_samples(run: Run) -> None:
 
 
 def _evaluate(run: Run) -> bool:
-    """FID (FD8 for the digits extractor) of the EMA G (else G) on every rank; True when it is the best so far."""
+    """eval.metrics of the EMA G (else G) on every rank, logged with their protocol; True when the best so far."""
     env = run.env
     if run.evaluator is None:
         run.evaluator = Evaluator(run.cfg, run.cfg.run.dir, env)
@@ -361,7 +361,8 @@ def _evaluate(run: Run) -> bool:
         time.perf_counter() - start,
         ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
     )
-    run.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, run.state.iteration)
+    protocol = run.evaluator.protocol(ema=run.ema is not None)
+    run.tracker.log({**{f"eval/{k}": v for k, v in metrics.items()}, "eval/protocol": protocol}, run.state.iteration)
     score = checkpoint.ranking_score(metrics)
     if score is not None and score < run.state.best_score:
         run.state.best_score = score

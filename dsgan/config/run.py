@@ -286,6 +286,25 @@ class Tracking(Strict):
     """Log sample grids to wandb this often; None = with every PNG grid."""
 
 
+EvalMetric = Literal["fid", "is", "kid", "pr", "dc", "ifid"]
+"""fid; is: Inception Score; kid: Kernel Inception Distance; pr: improved precision and recall (k=3); dc: density
+and coverage (k=5); ifid: per-class FID (intra-FID) of a conditional model. All from one pass of features."""
+
+DEFAULT_EVAL_SAMPLES = 10_000
+DEFAULT_EVAL_METRICS: tuple[EvalMetric, ...] = ("fid", "is")
+EvalProtocol = Literal["fid50k_full", "kid50k_full", "pr50k3_full", "is50k", "all50k_full", "fid10k_full"]
+EVAL_PROTOCOLS: dict[EvalProtocol, tuple[int, tuple[EvalMetric, ...]]] = {
+    "fid50k_full": (50_000, ("fid",)),
+    "kid50k_full": (50_000, ("kid",)),
+    "pr50k3_full": (50_000, ("pr",)),
+    "is50k": (50_000, ("is",)),
+    "all50k_full": (50_000, ("fid", "is", "kid", "pr", "dc")),
+    "fid10k_full": (10_000, ("fid",)),
+}
+"""Named evaluations (NVlabs' names; README, Evaluation, says which published tables each matches). "_full": the
+reference is the whole training set, unflipped."""
+
+
 class Eval(Strict):
     every_iters: Annotated[int, Field(ge=0)] | None = None
     """Evaluate during training this often (every rank; EMA G when kept); 0 or None = never during training: from
@@ -293,16 +312,52 @@ class Eval(Strict):
     features: Literal["inception", "digits"] = "digits"
     """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
     inception_weights: Path | None = None
-    num_samples: PositiveInt = 10_000
+    protocol: EvalProtocol | None = None
+    """A named evaluation: sets num_samples and metrics (which may then not be given otherwise)."""
+    num_samples: PositiveInt = DEFAULT_EVAL_SAMPLES
+    metrics: tuple[EvalMetric, ...] = DEFAULT_EVAL_METRICS
+    """Computed at every evaluation, from one pass of generated features."""
     batch_size: PositiveInt = 100
     reference_stats: Path | None = None
-    """Cache of the real data's feature statistics (.npz); default: <run dir>/fid_reference.npz."""
+    """Cache of the real data's feature statistics (.npz; also its features when kid, pr or dc are asked for), or a
+    published file with only mu and sigma (pytorch-fid, NVlabs): FID/IS only. Default: <run dir>/fid_reference.npz."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol(cls, data: object) -> object:
+        """A protocol fills num_samples and metrics. A value given beside it must agree, except the defaults: `--set`
+        applies to the whole resolved tree, where every field has a value, and setting a protocol there must work."""
+        if not isinstance(data, dict) or data.get("protocol") not in EVAL_PROTOCOLS:
+            return data  # no protocol, or a misspelt one: the Literal names the choices
+        num_samples, metrics = EVAL_PROTOCOLS[data["protocol"]]
+        given_num, given_metrics = data.get("num_samples"), data.get("metrics")
+        conflicts = {
+            "num_samples": given_num not in (None, num_samples, DEFAULT_EVAL_SAMPLES),
+            "metrics": given_metrics is not None
+            and set(given_metrics) not in (set(metrics), set(DEFAULT_EVAL_METRICS)),
+        }
+        for name, conflict in conflicts.items():
+            if conflict:
+                value = num_samples if name == "num_samples" else list(metrics)
+                raise ValueError(
+                    f"eval.{name}={data[name]!r} conflicts with eval.protocol={data['protocol']!r} ({name}="
+                    f"{value!r}): leave out one of them (on the command line: --set eval.{name}=null)"
+                )
+        return {**data, "num_samples": num_samples, "metrics": metrics}
 
     @model_validator(mode="after")
     def _weights(self) -> Eval:
         if self.features == "inception" and self.inception_weights is None:
             raise ValueError("features='inception' needs inception_weights (a local file; see README, Evaluation)")
+        if not self.metrics:
+            raise ValueError("eval.metrics is empty: name at least one of fid, is, kid, pr, dc, ifid")
         return self
+
+    @property
+    def protocol_name(self) -> str:
+        """The protocol these settings are, whether named or spelt out; "custom" if none."""
+        named = (n for n, (num, m) in EVAL_PROTOCOLS.items() if (num, set(m)) == (self.num_samples, set(self.metrics)))
+        return next(named, "custom")
 
 
 class Init(Strict):
@@ -369,6 +424,11 @@ class Config(Strict):
             )
         if isinstance(self.data, DigitsData) and g.num_classes not in (0, 10):
             raise ValueError(f"data is the digits (10 classes) but generator.model.num_classes={g.num_classes}")
+        if "ifid" in self.eval.metrics and (g.num_classes == 0 or self.eval.num_samples < 2 * g.num_classes):
+            raise ValueError(
+                f"eval.metrics includes ifid (per-class FID): it needs a conditional generator and 2 samples per "
+                f"class or more; generator.model.num_classes={g.num_classes}, eval.num_samples={self.eval.num_samples}"
+            )
         if self.eval.features == "digits" and not isinstance(self.data, DigitsData) and self.eval.every_iters:
             raise ValueError("eval.features='digits' only applies to data.type='digits'; use 'inception'")
         if isinstance(self.augment, Ada) and d.in_channels not in (1, 3) and self.augment.op_set & set(ADA_COLOR_OPS):

@@ -18,13 +18,14 @@ import torch
 
 from dsgan.digits import DigitsFeatures
 from dsgan.errors import ConfigError
-from dsgan.eval.inception import PREPROCESSING_ID, FIDInceptionV3, load_inception
+from dsgan.eval.inception import FEATURE_DIM, PREPROCESSING_ID, FIDInceptionV3, load_inception
 
 
 class InceptionFeatures:
     """The TF FID Inception loaded from ``weights_path`` (see ``dsgan.eval.inception``)."""
 
     name = "tf-inception-2015-12-05/pool3"
+    feature_dim = FEATURE_DIM
     reports_inception_score = True
 
     def __init__(self, weights_path: str | Path, device: torch.device | str = "cpu") -> None:

@@ -126,6 +126,7 @@ class Watcher:
             "total_iters": cfg.total_iters_for(state.world_size),
             "manifest_sha256": digest,
             **{f"eval/{k}": v for k, v in metrics.items()},
+            "eval/protocol": self.evaluator.protocol(ema=self.use_ema and state.ema is not None),
         }
         self._record(path, record)
         log.info(

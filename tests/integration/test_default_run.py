@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -111,8 +112,15 @@ def test_default_run_shortened(tmp_path, capsys):
     assert "eval: features='inception' needs inception_weights" in err
     out = run([*dsgan, "eval", "--run", str(run_dir), "--digits"], tmp_path)
     assert "iteration 120: digits check: FD8" in out and "classifier accuracy" in out
-    out = run([*dsgan, "eval", "--run", str(run_dir), "--num-samples", "500"], tmp_path)  # the config's eval section
-    assert re.search(r"iteration 120, 500 samples, .*: fd8 \d", out), out
+    out = run([*dsgan, "eval", "--run", str(run_dir), "--num-samples", "500", "--metrics", "fid,kid,pr,dc"], tmp_path)
+    assert re.search(r"iteration 120, 500 samples, .*: fd8 \d.*, kid .*, precision .*, coverage \d", out), out
+    protocol = json.loads(out.split("protocol: ")[1].splitlines()[0])
+    assert protocol["num_samples"] == 500 and protocol["ema"] is True and protocol["reference_images"] == 1797
+    # Training logged each evaluation with its protocol (the config's: 2000 samples, FD8 alone).
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/fd8" in r]
+    assert [r["iteration"] for r in evals] == [60, 120]
+    assert all(r["eval/protocol"]["num_samples"] == 2000 and r["eval/protocol"]["metrics"] == ["fid"] for r in evals)
 
     # Rerunning the same command resumes; the finished run says so.
     assert "already complete" in train_default(tmp_path, *SHORT)

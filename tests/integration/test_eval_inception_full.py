@@ -12,7 +12,7 @@ from tiny import TinyGenerator
 
 from dsgan.distributed import DistEnv
 from dsgan.eval.features import InceptionFeatures, reference_key
-from dsgan.eval.fid import dataset_statistics, evaluate_generator, load_or_compute_reference
+from dsgan.eval.fid import dataset_features, evaluate_generator, load_or_compute_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +26,7 @@ def test_full_pipelinerandom_inception_weights(tmp_path):
 
     def compute():
         calls.append(1)
-        return dataset_statistics(extractor, [real[:4], (real[4:], torch.zeros(4))], DistEnv.single())
+        return dataset_features(extractor, [real[:4], (real[4:], torch.zeros(4))], 8, DistEnv.single())
 
     cache = tmp_path / "ref" / "fid_reference.npz"
     key = reference_key(extractor, "random-real", "32")

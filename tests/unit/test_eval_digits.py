@@ -102,5 +102,5 @@ def test_digits_features_shapes_and_determinism():
     f2, l2 = DigitsFeatures(32)(images)
     assert f1.shape == (6, 64) and l1.shape == (6, 10)
     assert torch.equal(f1, f2) and torch.equal(l1, l2)
-    mu, sigma, count = extractor.reference_statistics()
-    assert mu.shape == (64,) and sigma.shape == (64, 64) and count == 1797
+    features, labels = extractor.reference_features()
+    assert features.shape == (1797, 64) and labels.shape == (1797,) and extractor.feature_dim == 64
