@@ -1,5 +1,6 @@
 """The real entry point on configs/tiny_cpu.yaml, as the integration tests run it, the check of its results, and the
-comparison of two runs' final checkpoints (exact resume)."""
+comparison of two runs' final checkpoints (exact resume); the equivalence workers' launch and their tensors' distance
+from a reference."""
 
 from __future__ import annotations
 
@@ -85,3 +86,19 @@ def assert_identical(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+
+
+def run_cases(tmp_path: Path, world: int, cases: list[str], worker: str, timeout: float = 600) -> dict:
+    """`worker OUT CASE...` on `world` ranks; what rank 0 saved."""
+    out = tmp_path / "out.pt"
+    results = launch([worker, str(out), *cases], world_size=world, timeout=timeout)
+    for r in results:
+        assert r.returncode == 0, r.stdout[-4000:]
+    return torch.load(out, weights_only=False)
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor, scale: float = 0.0) -> float:
+    """|a - b| / |b| (Frobenius norms, in float64), the denominator at least `scale`: the size of change a
+    comparison resolves, for a reference that can be (near) zero."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(max(scale, 1e-12))).item()

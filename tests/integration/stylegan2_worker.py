@@ -75,11 +75,21 @@ def pl_inputs(x: dict, u: int, sl: slice) -> tuple[torch.Tensor, torch.Generator
 def plain_reference(micro: int, acc: int, world: int, partial_bf16: bool = False) -> dict:
     """The same training as a plain loop in one process: each update sums the per-micro-batch losses of every
     (rank, micro-step) divided by their number (what DeepSpeed's accumulation and gradient averaging compute),
-    with R1 and the path-length penalty written out here, independently of dsgan.losses."""
+    with R1 and the path-length penalty written out here, independently of dsgan.losses.
+
+    In float64 (the fp32 models and data, cast; the models still round to fp32 where they make a block's output or
+    input full precision: each ToRGB's output, each D block's input), so that little of the loop's own round-off
+    counts against the engines. In fp32 it is not small here: one pre-activation of G's last leaky ReLU in the third
+    G update lies 9e-8 from zero and takes the other slope than in this loop; the gradient jumps at that kink, and
+    G's biases end 5e-5 (relative) from this loop's, the engines' 6e-6 (measured). With `partial_bf16`, fp32: its
+    bf16 layers stay bf16."""
     g, d = models(partial_bf16)
+    x, parts, pl_mean = data(), world * acc, 0.0
+    if not partial_bf16:
+        g, d = g.double(), d.double()
+        x = {k: v.double() if v.is_floating_point() else v for k, v in x.items()}
     g_opt = torch.optim.Adam(g.parameters(), lr=LR, betas=BETAS, eps=EPS)
     d_opt = torch.optim.Adam(d.parameters(), lr=LR, betas=BETAS, eps=EPS)
-    x, parts, pl_mean = data(), world * acc, 0.0
     for u in range(UPDATES):
         d_opt.zero_grad()
         for row in micro_slices(micro, acc, world):

@@ -9,12 +9,9 @@ import pytest
 import torch
 from engine_worker import plain_reference
 from launch import REPO, launch
+from runs import rel_diff, run_cases
 
 WORKER = str(REPO / "tests" / "integration" / "engine_worker.py")
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
 def assert_same(result: dict, reference: dict, tol: float, label: str) -> None:
@@ -33,18 +30,9 @@ def reference():
     return plain_reference()
 
 
-def run_cases(tmp_path, world: int, cases: list[str], worker: str = WORKER, timeout: float = 600) -> dict:
-    """`worker OUT CASE...` on `world` ranks; what rank 0 saved."""
-    out = tmp_path / "out.pt"
-    results = launch([worker, str(out), *cases], world_size=world, timeout=timeout)
-    for r in results:
-        assert r.returncode == 0, r.stdout[-4000:]
-    return torch.load(out, weights_only=False)
-
-
 def test_accumulation_equivalence_fp32(tmp_path, reference):
     """acc=4 x micro-batch 8 == acc=1 x micro-batch 32 (== the plain loop), same data and noise."""
-    res = run_cases(tmp_path, 1, ["acc4:0:fp32:8:4", "acc1:0:fp32:32:1"])
+    res = run_cases(tmp_path, 1, ["acc4:0:fp32:8:4", "acc1:0:fp32:32:1"], WORKER)
     assert_same(res["acc4"], res["acc1"], 1e-5, "acc4 vs acc1")
     assert_same(res["acc1"], reference, 1e-5, "acc1 vs plain")
     assert res["acc4"]["d_updates"] == res["acc4"]["g_updates"] == 3
@@ -53,7 +41,7 @@ def test_accumulation_equivalence_fp32(tmp_path, reference):
 def test_data_parallel_equivalence_all_zero_stages(tmp_path, reference):
     """2 ranks x micro-batch 16 == 1 rank x 32, every ZeRO stage, fp32 (tight) and bf16 (bf16 rounding)."""
     cases = [f"z{s}-{p}:{s}:{p}:16:1" for s in range(4) for p in ("fp32", "bf16")]
-    res = run_cases(tmp_path, 2, cases)
+    res = run_cases(tmp_path, 2, cases, WORKER)
     for case, result in res.items():
         tol = 1e-5 if case.endswith("fp32") else 3e-2
         assert_same(result, reference, tol, case)
