@@ -14,7 +14,8 @@ Layout of `<run dir>/checkpoints/`:
 A checkpoint is written to `step-N.tmp`, completed with its manifest, then renamed: a kill at any moment leaves
 either the previous checkpoint or the new one, never a half-written one that looks complete. On load the newest
 checkpoint whose manifest verifies is used; any newer one that fails is named in a warning. dsgan's own files hold
-only tensors and plain Python values and are read with `torch.load(weights_only=True)`: none of them is unpickled
+only tensors and plain Python values and are read with `torch.load(weights_only=True)` onto the CPU (so a GPU run's
+checkpoint loads on a CPU-only machine): none of them is unpickled
 (the engines' files are read by DeepSpeed's own `load_checkpoint`).
 """
 
@@ -147,7 +148,9 @@ def _rng_state() -> dict[str, Any]:
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        # This rank's device only (set_device made it current): a node that shows the resumed job fewer GPUs (one per
+        # task under srun, all of them under the deepspeed launcher) could not take back another device's state.
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
 
 
@@ -157,7 +160,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save(
@@ -369,8 +372,10 @@ def _get(tree: dict[str, Any], dotted: str) -> Any:
 
 
 def read_trainer_state(path: Path) -> TrainerState:
+    """The trainer state on the CPU: a GPU run saves the EMA where it lives (cuda:0 on rank 0). Without
+    map_location a CPU-only machine cannot read it at all, and every rank of a GPU job would load it onto GPU 0."""
     try:
-        saved = torch.load(path / TRAINER, weights_only=True)
+        saved = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
         return TrainerState(**saved)
     except Exception as exc:
         raise CheckpointError(f"{path / TRAINER}: cannot read a trainer state: {exc}") from None
@@ -386,7 +391,7 @@ def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
             raise CheckpointError(f"{path}: DeepSpeed could not load the {name} engine")
     rng_file = path / f"rng-rank{env.rank}.pt"
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=True))
+        _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
 
 
 def resume(cfg: Config, env: DistEnv, engines: EngineDict, ema: EMA | None, explicit: Path | None) -> TrainerState:
@@ -433,6 +438,7 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
 
         generator.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="generator"))
     else:
-        weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
+        weights = torch.load(ckpt / "generator" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
+        weights = weights["module"]
         generator.load_state_dict({k: v.float() for k, v in weights.items()})
     return generator.float().eval(), cfg, state.iteration
