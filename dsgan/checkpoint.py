@@ -42,7 +42,7 @@ from dsgan.atomic import write_atomic
 from dsgan.config import Config, DeepSpeedConfig
 from dsgan.distributed import DistEnv, any_rank, barrier, broadcast_object
 from dsgan.engines import EngineDict
-from dsgan.errors import CheckpointError, CheckpointWriteError, ConfigError, RunDirBusyError
+from dsgan.errors import CheckpointError, CheckpointWriteError, ConfigError, RunDirBusyError, short_reason
 
 if TYPE_CHECKING:
     from dsgan.ema import EMA
@@ -314,13 +314,28 @@ def find_resumable(run_dir: Path, set_aside: bool = False) -> Path | None:
     return None
 
 
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why `path` (given by the user) is not a checkpoint directory at all, or None; cheap (no checksums), so that
+    `--resume` can be checked before anything starts. `verify` checks the contents."""
+    if not path.is_dir():
+        return "no such directory" if not path.exists() else "not a directory"
+    if (path / CHECKPOINTS).is_dir() or path.name == CHECKPOINTS:
+        return (
+            f"a run directory (or its {CHECKPOINTS}/), not a checkpoint: name one of its step-N directories, or leave "
+            "out --resume to take its newest complete checkpoint"
+        )
+    if not (path / MANIFEST).is_file():
+        return f"not a checkpoint directory (no {MANIFEST})"
+    return None
+
+
 def resolve_resume(run_dir: Path, explicit: Path | None, env: DistEnv) -> Path | None:
     """Rank 0 chooses (and verifies) the checkpoint, every rank gets the same answer."""
     choice: str | None = None
     error: str | None = None
     if env.is_main:
         if explicit is not None:
-            problem = verify(explicit) if explicit.is_dir() else "not a checkpoint directory"
+            problem = not_a_checkpoint(explicit) or verify(explicit)
             if problem:
                 error = f"--resume {explicit}: {problem}"
             else:
@@ -378,7 +393,7 @@ def read_trainer_state(path: Path) -> TrainerState:
         saved = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
         return TrainerState(**saved)
     except Exception as exc:
-        raise CheckpointError(f"{path / TRAINER}: cannot read a trainer state: {exc}") from None
+        raise CheckpointError(f"{path / TRAINER}: cannot read a trainer state: {short_reason(exc)}") from None
 
 
 def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
@@ -421,6 +436,8 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
     from dsgan.ema import EMA
     from dsgan.models import build_generator
 
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: {not_a_checkpoint(path)}")
     ckpt = path if (path / MANIFEST).is_file() else find_resumable(path)
     if ckpt is None:
         raise CheckpointError(f"{path}: no complete checkpoint (neither a checkpoint dir nor a run dir with one)")

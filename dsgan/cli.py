@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from dsgan.errors import ConfigError, user_error
+from dsgan.errors import EXIT_INTERRUPTED, ConfigError, user_error
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -61,6 +61,8 @@ def _positive_float(text: str) -> float:
 def _writable(path: Path, flag: str) -> None:
     """Fail before the work, not after it: `path`'s folder can be created and written."""
     folder = path if flag == "--out-dir" else path.parent
+    if flag != "--out-dir" and path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; name a file (e.g. {path / 'grid.png'}) or use --out-dir")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
@@ -272,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before training started (imports, building), or in another subcommand
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if (known := user_error(exc)) is None:
             raise

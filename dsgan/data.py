@@ -187,35 +187,53 @@ def _build_packed(cfg: PackedData, resolution: int, channels: int, conditional: 
         raise DataError(f"data.root={root}: unreadable {MANIFEST_FILE}: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != PACKED_FORMAT:
         raise DataError(f"data.root={root}: {MANIFEST_FILE} is not a {PACKED_FORMAT} manifest (dsgan prepare-data)")
-    have = (manifest["resolution"], manifest["channels"])
-    if have != (resolution, channels):
-        raise DataError(
-            f"data.root={root} holds {have[1]}x{have[0]}x{have[0]} images but the models use "
-            f"{channels}x{resolution}x{resolution}: rerun `dsgan prepare-data` with --resolution {resolution} "
-            f"--channels {channels}"
-        )
-    classes = manifest["classes"]
-    if conditional and len(classes) != num_classes:
-        raise DataError(
-            f"data.root={root} has {len(classes)} classes but the models have num_classes={num_classes}: make them "
-            "equal, or set data.conditional=false and num_classes=0"
-        )
-    for name in (IMAGES_FILE, LABELS_FILE):
-        entry, path = manifest["files"][name], root / name
-        size = path.stat().st_size if path.exists() else None
-        if size != entry["bytes"] or size != math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize:
+    try:  # a manifest of the wrong shape (edited by hand, from another tool) is a damaged dataset, not a crash
+        have = (manifest["resolution"], manifest["channels"])
+        if have != (resolution, channels):
             raise DataError(
-                f"data.root={root}: {name} has {size} bytes, the manifest says {entry['bytes']}: the dataset is "
-                "damaged or was copied incompletely; copy it again or rerun `dsgan prepare-data`"
+                f"data.root={root} holds {have[1]}x{have[0]}x{have[0]} images but the models use "
+                f"{channels}x{resolution}x{resolution}: rerun `dsgan prepare-data` with --resolution {resolution} "
+                f"--channels {channels}"
             )
-        if cfg.verify and sha256_file(path) != entry["sha256"]:
+        classes = manifest["classes"]
+        if conditional and len(classes) != num_classes:
             raise DataError(
-                f"data.root={root}: {name} does not match the manifest's sha256: the dataset is damaged; copy it "
-                "again or rerun `dsgan prepare-data` (data.verify=false skips this check)"
+                f"data.root={root} has {len(classes)} classes but the models have num_classes={num_classes}: make them "
+                "equal, or set data.conditional=false and num_classes=0"
             )
-    count = manifest["images"]
-    labels = np.fromfile(root / LABELS_FILE, "<i8") if conditional else np.zeros(count, np.int64)
-    dataset = PackedImages(root, tuple(manifest["files"][IMAGES_FILE]["shape"]), labels, cfg.in_memory)
+        for name in (IMAGES_FILE, LABELS_FILE):
+            entry, path = manifest["files"][name], root / name
+            size = path.stat().st_size if path.exists() else None
+            if size != entry["bytes"] or size != math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize:
+                raise DataError(
+                    f"data.root={root}: {name} has {size} bytes, the manifest says {entry['bytes']}: the dataset is "
+                    "damaged or was copied incompletely; copy it again or rerun `dsgan prepare-data`"
+                )
+            if cfg.verify and sha256_file(path) != entry["sha256"]:
+                raise DataError(
+                    f"data.root={root}: {name} does not match the manifest's sha256: the dataset is damaged; copy it "
+                    "again or rerun `dsgan prepare-data` (data.verify=false skips this check)"
+                )
+        count = manifest["images"]
+        labels = np.fromfile(root / LABELS_FILE, "<i8") if conditional else np.zeros(count, np.int64)
+        # Checked here, in one pass over the labels: an out-of-range label would otherwise fail deep in an embedding
+        # (on GPU as a device-side assert) at whichever iteration first draws it (data.verify=false skips the hash).
+        if len(labels) and (labels.min() < 0 or labels.max() >= max(num_classes, 1)):
+            raise DataError(
+                f"data.root={root}: labels range over {labels.min()}..{labels.max()} but the models have "
+                f"num_classes={num_classes}: the labels file is damaged; rerun `dsgan prepare-data`"
+            )
+        shape = tuple(manifest["files"][IMAGES_FILE]["shape"])
+        if len(labels) != shape[0]:
+            raise DataError(
+                f"data.root={root}: {len(labels)} labels for {shape[0]} images: the dataset is damaged; rerun "
+                "`dsgan prepare-data`"
+            )
+        dataset = PackedImages(root, shape, labels, cfg.in_memory)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(
+            f"data.root={root}: {MANIFEST_FILE} is damaged ({type(exc).__name__}: {exc}); rerun `dsgan prepare-data`"
+        ) from None
     kind = f"{len(classes)} classes ({classes[0]}..{classes[-1]})" if conditional else "unconditional"
     dataset.description = (
         f"packed dataset {root}: {count} images, {kind}, {channels}x{resolution}x{resolution}, "

@@ -8,6 +8,7 @@ world size 1 on 127.0.0.1).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from dsgan.errors import ConfigError, RankDisagreementError
+from dsgan.errors import CollectiveError, ConfigError, RankDisagreementError
+
+log = logging.getLogger("dsgan")
 
 T = TypeVar("T")
 
@@ -69,13 +72,28 @@ def init(env: DistEnv, timeout_seconds: float) -> None:
         os.environ.setdefault("LOCAL_RANK", "0")
     if env.device.type == "cuda":
         torch.cuda.set_device(env.device)
+    if env.is_main and env.world_size > 1:
+        log.info(
+            "waiting for %d ranks at %s:%s (up to run.collective_timeout_seconds=%g)",
+            env.world_size,
+            os.environ.get("MASTER_ADDR"),
+            os.environ.get("MASTER_PORT"),
+            timeout_seconds,
+        )
     try:
         deepspeed.init_distributed(
             dist_backend="nccl" if env.device.type == "cuda" else "gloo",
             timeout=datetime.timedelta(seconds=timeout_seconds),
             verbose=False,
         )
-    except RuntimeError as exc:  # torch's DistNetworkError included
+    except RuntimeError as exc:  # torch's DistNetworkError and DistStoreError included
+        if "clients joined" in str(exc):  # the store's rendezvous timed out on rank 0
+            raise CollectiveError(
+                f"only some of the {env.world_size} ranks (WORLD_SIZE) joined within "
+                f"run.collective_timeout_seconds={timeout_seconds:g} ({' '.join(str(exc).split())}): start every rank "
+                "(`deepspeed --num_gpus`, `torchrun --nproc-per-node`, `srun -n`) or set WORLD_SIZE to the number "
+                "started"
+            ) from None
         if "EADDRINUSE" not in str(exc):
             raise
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"

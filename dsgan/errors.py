@@ -9,6 +9,7 @@ EXIT_COLLECTIVE = 6  # a collective failed or timed out: another rank died or st
 EXIT_RUN_DIR_BUSY = 7  # another job is training in this run directory; nothing was written
 EXIT_CHECKPOINT_WRITE = 8  # a checkpoint could not be written (disk full...): its partial files removed, older kept
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a signal asked us to stop; a checkpoint was saved; requeue and rerun to resume
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code: a second Ctrl-C stopped at once, with no new checkpoint
 
 
 class DsganError(Exception):
@@ -41,8 +42,19 @@ class CheckpointWriteError(DsganError):
     exit_code = EXIT_CHECKPOINT_WRITE
 
 
+class CollectiveError(DsganError):
+    exit_code = EXIT_COLLECTIVE
+
+
 class RunDirBusyError(DsganError):
     exit_code = EXIT_RUN_DIR_BUSY
+
+
+def short_reason(exc: BaseException) -> str:
+    """An exception's first sentence, for a one-line message: torch.load's errors run to a dozen lines of advice
+    (weights_only, GitHub issues) after the sentence that says what was wrong with the file."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.split(". ")[0][:200]
 
 
 def user_error(exc: BaseException, rank: int = 0, world_size: int = 1) -> tuple[int, str] | None:

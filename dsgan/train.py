@@ -38,7 +38,15 @@ from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loade
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
-from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NonFiniteLossError, user_error
+from dsgan.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    CheckpointError,
+    ConfigError,
+    NonFiniteLossError,
+    user_error,
+)
 from dsgan.eval.run import Evaluator
 from dsgan.models import Generator, build_discriminator, build_generator
 from dsgan.samples import fixed_noise, generate, save_grid
@@ -103,6 +111,8 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     # Data and run dir first: a bad path fails before any process group or engine exists.
     dataset = build_dataset(cfg.data, g_model.output_scale, g_model.out_channels, g_model.num_classes)
     _check_writable(cfg.run.dir)
+    if resume is not None and (problem := checkpoint.not_a_checkpoint(resume)):
+        raise CheckpointError(f"--resume {resume}: {problem}")
     distributed.init(env, cfg.run.collective_timeout_seconds)
     lock = checkpoint.hold_run_dir(cfg.run.dir, env)
     log.info("dsgan: %d rank(s) on %s; %s", env.world_size, env.device.type, dataset_summary(dataset))
@@ -395,6 +405,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides, world_size=env.world_size, device=env.device.type)
         return train(build(cfg, env, args.resume, stop_requested))
+    except KeyboardInterrupt:  # raised by the handler at a second Ctrl-C
+        log.error(
+            "stopped at once by a second Ctrl-C, without a checkpoint; the last complete one is intact: rerun the "
+            "same command to resume from it"
+        )
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if (known := user_error(exc, env.rank, env.world_size)) is None:
             raise

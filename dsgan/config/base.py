@@ -10,4 +10,6 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: no config float means anything as NaN or infinity (an infinite learning rate passes
+    # `gt=0`, and NaN fails a bound with a message that hides what was wrong).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, model_validator
 
 from dsgan.config.base import NonNegativeFloat, Strict
 from dsgan.config.deepspeed import DeepSpeedConfig
@@ -181,15 +181,22 @@ class Eval(Strict):
     features: Literal["inception", "digits"] = "digits"
     """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
     inception_weights: Path | None = None
-    num_samples: PositiveInt = 10_000
+    num_samples: Annotated[int, Field(ge=2)] = 10_000
+    """Generated images per evaluation: at least 2 (a covariance) and at least one per rank."""
     batch_size: PositiveInt = 100
     reference_stats: Path | None = None
     """Cache of the real data's feature statistics (.npz); default: <run dir>/fid_reference.npz."""
 
     @model_validator(mode="after")
-    def _weights(self) -> Eval:
+    def _check(self, info: ValidationInfo) -> Eval:
         if self.features == "inception" and self.inception_weights is None:
             raise ValueError("features='inception' needs inception_weights (a local file; see README, Evaluation)")
+        world = (info.context or {}).get("world_size")
+        if self.every_iters and world and self.num_samples < world:
+            raise ValueError(
+                f"num_samples={self.num_samples} is less than the world size ({world}): the ranks split the samples, "
+                "at least one each"
+            )
         return self
 
 
