@@ -267,14 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "device", "unset") is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "device", "unset") is None:
+            import torch
+
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
         return args.func(args)
-    except KeyboardInterrupt:  # Ctrl-C before training started (imports, building), or in another subcommand
+    except KeyboardInterrupt:  # Ctrl-C in the imports before training's own handlers, or in another subcommand
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:

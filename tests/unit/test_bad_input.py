@@ -1,0 +1,127 @@
+"""Bad input and faults as a new user meets them, beyond the schema catalogue of test_config.py. Each case was run
+for real (`dsgan ...` on the tiny config); the ones that ended in a traceback, a misleading message or silent
+misbehaviour were fixed in their mechanism and are tested here or where the mechanism lives.
+
+Outcomes: "was" is the behaviour before the fix; the exit code follows in brackets; where: the test that holds
+it (here, test_config CASES, test_packed, test_checkpoint, integration/test_start_up), or "as found" when it
+already ended well.
+
+Config files and --set
+- DeepSpeed JSON that is a list, a string, null / empty: "must be a mapping" / "cannot parse" [2], as found.
+- YAML or JSON with a key given twice, in a file or a --set value: was the last one silently winning; now
+  "the key 'run' is given twice (line 5, column 1)" [2], test_config. TOML refuses it itself [2], as found.
+- PyYAML's four-line errors: now one line with line and column [2], test_config.
+- Run config that is a list or a scalar: "must be a mapping at the top level" [2], as found.
+- --config naming a directory: was "file not found"; now "is a directory" [2], test_config.
+- --config naming a checkpoint's trainer.pt: "not a text file (not UTF-8 at byte 64)" [2], as found.
+- A learning rate of .inf: was accepted; .nan: was "should be greater than 0". Now every config float refuses
+  both: "Input should be a finite number" [2], test_config.
+- total_iters negative or 0, keep_last 0, log_every_iters 0, run.dir empty or null: the bound named [2], as found.
+- --set foo=1 / run.total_iters.x=1 / =1: unknown key / "is not a section" / syntax [2], as found.
+- tracking.wandb.mode misspelt: the choices named [2], as found. WANDB_MODE misspelt: wandb's error as a
+  warning and training goes on (documented: wandb never stops a run), as found.
+- eval.num_samples 1 (also dsgan eval --num-samples 1): was a ValueError traceback; below the world size: was a
+  traceback at the first evaluation, hours in. Now refused before start [2], test_config.
+
+Data
+- Run dir that is a file; data root that is a file; a folder without images: named [2], as found / test_data.
+- Image folder with one class (or flat) for a 10-class model; flat folder, unconditional models,
+  data.conditional left true: the counts or the rule named [2], as found.
+- Packed manifest missing a key or of the wrong type: was a KeyError traceback; now "manifest.json is damaged"
+  [2], test_packed.
+- Packed labels out of range with verify=false: was an IndexError in G's embedding at whichever iteration drew
+  the label (on a GPU a device-side assert); fewer labels than images: same. Now refused at start [2],
+  test_packed.
+- data.type packed on an image folder; an NVlabs zip that is a folder or a text file: named [2], as found.
+
+Checkpoints, sample, eval
+- --resume a missing path, a file, an empty folder: was, after building both engines, "no manifest
+  (incomplete write)"; now before start-up, said as it is [5], here and integration/test_start_up.
+- --resume a run dir or its checkpoints/: was "no manifest"; now says to name a step-N or leave out --resume
+  [5], here.
+- --resume a checkpoint of another architecture: every difference listed [2], as found.
+- dsgan sample/eval on an empty run dir: "no complete checkpoint" [5], as found; on a missing path or a file:
+  was the same message; now "no such directory" / "not a directory" [5], here.
+- dsgan sample --out an existing directory: was an IsADirectoryError traceback after sampling; now refused
+  first [2], here.
+- dsgan sample --out-dir a file, --classes 12 or -1, --num ten: named [2], as found. --out grid (no .png):
+  writes a PNG under that name, as found. --num 100000000: runs, with memory growing with --num (noise is drawn
+  up front so that images do not depend on --batch-size); not changed.
+- Inception weights that are text or random bytes: was a dozen lines of torch's advice; now one line [2], here.
+- trainer.pt unreadable although its hash matches: one line naming the file [5 where required], here.
+- A GPU run's checkpoint on a CPU-only machine: was "cannot read a trainer state" (set aside as corrupt in
+  training); now loads, test_checkpoint.
+
+Signals and ranks
+- SIGTERM during an evaluation: the evaluation finishes, then a checkpoint and exit 75, as found.
+- Ctrl-C during start-up, before the handlers (imports): was a KeyboardInterrupt traceback; now "interrupted
+  (Ctrl-C)" [130], integration/test_start_up.
+- Ctrl-C twice while training: was a traceback from wherever it landed; now one line, the last complete
+  checkpoint kept [130], integration/test_start_up.
+- WORLD_SIZE larger than the ranks started: was "another rank died" after the timeout; now "only some of the N
+  ranks joined" [6], with a "waiting for N ranks" line while it waits, integration/test_start_up.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dsgan.checkpoint import TRAINER, not_a_checkpoint, read_trainer_state
+from dsgan.cli import main as cli_main
+from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, CheckpointError, ConfigError
+from dsgan.eval.inception import load_inception
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli_main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_sample_out_naming_a_directory_is_refused_before_sampling(tmp_path, capsys):
+    # The run dir is empty: the check comes before the checkpoint is even looked for.
+    code, err = run_cli(capsys, "sample", "--run", str(tmp_path), "--out", str(tmp_path))
+    assert code == EXIT_CONFIG
+    assert (
+        f"error: --out {tmp_path}: is a directory; name a file (e.g. {tmp_path / 'grid.png'}) or use --out-dir" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: p, "no such directory"),
+        (lambda p: p.write_text("x") and p, "not a directory"),
+        (lambda p: p.mkdir() or p, "not a checkpoint directory (no manifest.json)"),
+        (lambda p: (p / "checkpoints").mkdir(parents=True) or p, "a run directory (or its checkpoints/), not a check"),
+        (lambda p: (p / "checkpoints").mkdir(parents=True) or p / "checkpoints", "a run directory"),
+    ],
+    ids=["missing", "file", "empty-folder", "run-dir", "checkpoints-folder"],
+)
+def test_resume_path_that_is_no_checkpoint_is_said_as_it_is(tmp_path, make, problem):
+    assert problem in not_a_checkpoint(make(tmp_path / "given"))
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_sample_and_eval_on_a_missing_path(tmp_path, capsys, command):
+    out = ["--out", str(tmp_path / "g.png")] if command == "sample" else ["--digits"]
+    code, err = run_cli(capsys, command, "--run", str(tmp_path / "nope"), *out)
+    assert code == EXIT_CHECKPOINT and f"error: {tmp_path / 'nope'}: no such directory" in err
+    code, err = run_cli(capsys, command, "--checkpoint", str(tmp_path / "g.png.txt"), *out)
+    assert code == EXIT_CHECKPOINT and "no such directory" in err
+
+
+@pytest.mark.parametrize("content", [b"run: {seed: 1}\n", bytes(range(256)) * 4, b""])
+def test_unreadable_torch_files_are_named_in_one_line(tmp_path, content):
+    """torch.load's own message runs to a dozen lines of advice about weights_only; the user gets its first."""
+    (tmp_path / "weights.pth").write_bytes(content)
+    with pytest.raises(ConfigError) as weights:
+        load_inception(tmp_path / "weights.pth")
+    (tmp_path / TRAINER).write_bytes(content)
+    with pytest.raises(CheckpointError) as state:
+        read_trainer_state(tmp_path)
+    for message in (str(weights.value), str(state.value)):
+        assert "\n" not in message and len(message) < 400, message
+    assert "is not a readable torch state dict (" in str(weights.value)
+    assert f"{tmp_path / TRAINER}: cannot read a trainer state: " in str(state.value)
