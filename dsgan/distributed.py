@@ -46,11 +46,15 @@ def detect(local_rank_arg: int | None = None) -> DistEnv:
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    else:
-        device = torch.device("cpu")
+    device = cuda_device(local_rank, torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def cuda_device(local_rank: int, visible: int) -> torch.device:
+    """This process's GPU: the only one it sees (a launcher that gives each task its own CUDA_VISIBLE_DEVICES),
+    else the one at its LOCAL_RANK; `init` refuses a LOCAL_RANK past the GPUs it sees. (Wrapping it around, as
+    `local_rank % visible`, put two ranks on one GPU: NCCL's "Duplicate GPU detected" at the first collective.)"""
+    return torch.device("cuda", 0 if visible == 1 else local_rank)
 
 
 def _free_port() -> int:
@@ -71,6 +75,12 @@ def init(env: DistEnv, timeout_seconds: float) -> None:
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")
     if env.device.type == "cuda":
+        if (visible := torch.cuda.device_count()) <= (env.device.index or 0):
+            raise ConfigError(
+                f"LOCAL_RANK={env.local_rank} but this node shows {visible} GPUs (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): start one process per GPU "
+                "(`--nproc-per-node`, `--num_gpus`, or as many SLURM tasks per node as GPUs)"
+            )
         torch.cuda.set_device(env.device)
     if env.is_main and env.world_size > 1:
         log.info(

@@ -60,6 +60,9 @@ Signals and ranks
   checkpoint kept [130], integration/test_start_up.
 - WORLD_SIZE larger than the ranks started: was "another rank died" after the timeout; now "only some of the N
   ranks joined" [6], with a "waiting for N ranks" line while it waits, integration/test_start_up.
+- More processes on a node than GPUs it shows (found by reading; no GPU here): was LOCAL_RANK modulo the GPU
+  count, two ranks on one GPU and NCCL's "Duplicate GPU detected"; now refused at start naming LOCAL_RANK and
+  CUDA_VISIBLE_DEVICES [2], here (the mapping).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ import pytest
 
 from dsgan.checkpoint import TRAINER, not_a_checkpoint, read_trainer_state
 from dsgan.cli import main as cli_main
+from dsgan.distributed import cuda_device
 from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, CheckpointError, ConfigError
 from dsgan.eval.inception import load_inception
 
@@ -125,3 +129,11 @@ def test_unreadable_torch_files_are_named_in_one_line(tmp_path, content):
         assert "\n" not in message and len(message) < 400, message
     assert "is not a readable torch state dict (" in str(weights.value)
     assert f"{tmp_path / TRAINER}: cannot read a trainer state: " in str(state.value)
+
+
+def test_each_local_rank_gets_its_own_gpu_or_is_refused():
+    """One GPU visible (a launcher that binds one per task): that one. Several: the LOCAL_RANK-th, which `init`
+    refuses past the last one, instead of wrapping around onto a GPU that another rank already uses."""
+    assert [cuda_device(r, 1).index for r in range(4)] == [0, 0, 0, 0]
+    assert [cuda_device(r, 4).index for r in range(4)] == [0, 1, 2, 3]
+    assert cuda_device(5, 4).index == 5
