@@ -43,11 +43,26 @@ class DistEnv:
 
 def detect(local_rank_arg: int | None = None) -> DistEnv:
     """Read the launcher's environment without starting anything (configs are validated before init)."""
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0))
+    rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1, minimum=1)
+    local_rank = _env_int("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0)
+    if rank >= world_size:
+        raise ConfigError(f"RANK={rank} with WORLD_SIZE={world_size}: ranks count from 0 to WORLD_SIZE - 1")
     device = cuda_device(local_rank, torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A launcher variable; set by hand (or by a wrapper script) it can be anything."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}={text!r} in the environment: expected an integer >= {minimum}")
+    return value
 
 
 def cuda_device(local_rank: int, visible: int) -> torch.device:

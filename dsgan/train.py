@@ -397,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`dsgan train` with parsed arguments (see dsgan.cli.add_train_arguments); returns the exit code."""
-    env = distributed.detect(args.local_rank)
+    try:
+        env = distributed.detect(args.local_rank)
+    except ConfigError as exc:  # before logging: its format needs the rank
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     setup_logging(env)
     overrides = list(args.set) + ([f"run.dir={args.run_dir}"] if args.run_dir else [])
     stop_requested: list[int] = []

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+def expand_home(value: Any) -> Any:
+    """`~` as a shell reads it. A YAML value is no shell word: `run.dir: ~/runs/x` would otherwise make a folder
+    named `~` in the working directory (and `rm -r ~` is what its owner then types)."""
+    return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+
+UserPath = Annotated[Path, BeforeValidator(expand_home)]
 
 
 class Strict(BaseModel):

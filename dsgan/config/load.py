@@ -12,6 +12,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
+from dsgan.config.base import expand_home
 from dsgan.config.models import DiscriminatorModel, GeneratorModel
 from dsgan.config.run import Config, Data
 from dsgan.errors import ConfigError
@@ -66,17 +67,18 @@ def read_file(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors) is no error
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        if path.suffix == ".json":
+        suffix = path.suffix.lower()
+        if suffix == ".json":
             return json.loads(text, object_pairs_hook=_unique_keys)
-        if path.suffix == ".toml":
+        if suffix == ".toml":
             return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
+        if suffix in (".yaml", ".yml"):
             return parse_yaml(text)
     except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         raise ConfigError(f"{path}: cannot parse: {_one_line(exc)}") from None
@@ -88,7 +90,7 @@ def _inline_deepspeed(raw: dict[str, Any], base_dir: Path, source: str) -> None:
     for network in ("generator", "discriminator"):
         section = raw.get(network)
         if isinstance(section, dict) and isinstance(section.get("deepspeed"), str):
-            path = (base_dir / section["deepspeed"]).resolve()
+            path = (base_dir / expand_home(section["deepspeed"])).resolve()
             if not path.is_file():
                 raise ConfigError(f"{source}: {network}.deepspeed: file not found: {path}")
             data = read_file(path)
@@ -191,9 +193,14 @@ def load_config(
 
 def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
     """Data and weight paths are relative to the run config's folder; the run dir is relative to the cwd."""
-    for section, key in (("data", "root"), ("eval", "inception_weights"), ("eval", "reference_stats")):
+    for section, key in (
+        ("data", "root"),
+        ("data", "path"),
+        ("eval", "inception_weights"),
+        ("eval", "reference_stats"),
+    ):
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
-        if isinstance(value, str) and not Path(value).is_absolute():
+        if isinstance(value, str) and not expand_home(value).is_absolute():
             raw[section][key] = str(base_dir / value)
 
 

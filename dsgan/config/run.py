@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, model_validator
 
-from dsgan.config.base import NonNegativeFloat, Strict
+from dsgan.config.base import NonNegativeFloat, Strict, UserPath
 from dsgan.config.deepspeed import DeepSpeedConfig
 from dsgan.config.models import DiscriminatorModel, GeneratorModel, StyleGAN2Generator, has_spectral_norm
 from dsgan.schedule import Schedule
@@ -88,7 +87,7 @@ class ImageFolderData(Strict):
     """ImageNet layout: one subfolder per class; images resized/center-cropped to the model scale."""
 
     type: Literal["image_folder"] = "image_folder"
-    root: Path
+    root: UserPath
     conditional: bool = True
     xflip: bool = False
     """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
@@ -100,7 +99,7 @@ class PackedData(Strict):
     """A folder written by `dsgan prepare-data`: decoded, resized pixels, memory-mapped; no decoding in training."""
 
     type: Literal["packed"] = "packed"
-    root: Path
+    root: UserPath
     conditional: bool = True
     xflip: bool = False
     """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
@@ -118,7 +117,7 @@ class NvlabsZipData(Strict):
     `dataset.json`; images not at the models' resolution are resized/cropped as image_folder does."""
 
     type: Literal["nvlabs_zip"] = "nvlabs_zip"
-    path: Path
+    path: UserPath
     conditional: bool = True
     xflip: bool = False
     """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
@@ -131,7 +130,7 @@ Data = Annotated[DigitsData | ImageFolderData | PackedData | NvlabsZipData, Fiel
 
 class Run(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    dir: Path
+    dir: UserPath
     """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes. `load_config` fills in
     `runs/<config file stem>` (relative to the working directory) when a config file leaves it out."""
     total_iters: PositiveInt | None = None
@@ -180,11 +179,11 @@ class Eval(Strict):
     """Evaluate during training this often (every rank; EMA G when kept); None = only from the CLI."""
     features: Literal["inception", "digits"] = "digits"
     """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
-    inception_weights: Path | None = None
+    inception_weights: UserPath | None = None
     num_samples: Annotated[int, Field(ge=2)] = 10_000
     """Generated images per evaluation: at least 2 (a covariance) and at least one per rank."""
     batch_size: PositiveInt = 100
-    reference_stats: Path | None = None
+    reference_stats: UserPath | None = None
     """Cache of the real data's feature statistics (.npz); default: <run dir>/fid_reference.npz."""
 
     @model_validator(mode="after")

@@ -14,6 +14,10 @@ Config files and --set
 - Run config that is a list or a scalar: "must be a mapping at the top level" [2], as found.
 - --config naming a directory: was "file not found"; now "is a directory" [2], test_config.
 - --config naming a checkpoint's trainer.pt: "not a text file (not UTF-8 at byte 64)" [2], as found.
+- `~` in a path value (run.dir, data.root, ...): was a folder named `~` in the working directory; now the home
+  directory. A zip's relative data.path: was relative to the working directory, unlike data.root; now to the
+  config file. Here.
+- A UTF-8 byte-order mark, an upper-case .YAML: was "cannot parse" / "unknown config format"; now read. Here.
 - A learning rate of .inf: was accepted; .nan: was "should be greater than 0". Now every config float refuses
   both: "Input should be a finite number" [2], test_config.
 - total_iters negative or 0, keep_last 0, log_every_iters 0, run.dir empty or null: the bound named [2], as found.
@@ -60,6 +64,8 @@ Signals and ranks
   checkpoint kept [130], integration/test_start_up.
 - WORLD_SIZE larger than the ranks started: was "another rank died" after the timeout; now "only some of the N
   ranks joined" [6], with a "waiting for N ranks" line while it waits, integration/test_start_up.
+- WORLD_SIZE=two or 0, RANK=-1, RANK >= WORLD_SIZE (a wrapper script's mistake): was a ValueError traceback or
+  DeepSpeed's MPI discovery failing; now the variable named [2], here.
 - More processes on a node than GPUs it shows (found by reading; no GPU here): was LOCAL_RANK modulo the GPU
   count, two ranks on one GPU and NCCL's "Duplicate GPU detected"; now refused at start naming LOCAL_RANK and
   CUDA_VISIBLE_DEVICES [2], here (the mapping).
@@ -67,13 +73,19 @@ Signals and ranks
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from dsgan.checkpoint import TRAINER, not_a_checkpoint, read_trainer_state
 from dsgan.cli import main as cli_main
-from dsgan.distributed import cuda_device
+from dsgan.config import load_config
+from dsgan.distributed import cuda_device, detect
 from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, CheckpointError, ConfigError
 from dsgan.eval.inception import load_inception
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -137,3 +149,39 @@ def test_each_local_rank_gets_its_own_gpu_or_is_refused():
     assert [cuda_device(r, 1).index for r in range(4)] == [0, 0, 0, 0]
     assert [cuda_device(r, 4).index for r in range(4)] == [0, 1, 2, 3]
     assert cuda_device(5, 4).index == 5
+
+
+def test_home_in_config_paths_is_expanded_and_relative_data_paths_follow_the_config(tmp_path, monkeypatch):
+    """`~` in a YAML value: was a folder literally named `~` in the working directory. A zip's `data.path` was
+    relative to the working directory while `data.root` was relative to the config file."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = (REPO / "configs" / "tiny_cpu.yaml").read_text().replace("dir: runs/tiny", "dir: ~/runs/x")
+    (tmp_path / "a.yaml").write_text(text.replace("data: {type: digits}", "data: {type: image_folder, root: ~/d}"))
+    cfg = load_config(tmp_path / "a.yaml", ["eval.reference_stats=~/ref.npz"])
+    assert cfg.run.dir == tmp_path / "home" / "runs" / "x" and cfg.data.root == tmp_path / "home" / "d"
+    assert cfg.eval.reference_stats == tmp_path / "home" / "ref.npz"
+    (tmp_path / "b.yaml").write_text(text.replace("data: {type: digits}", "data: {type: nvlabs_zip, path: ffhq.zip}"))
+    assert load_config(tmp_path / "b.yaml").data.path == tmp_path / "ffhq.zip"
+
+
+def test_byte_order_mark_and_upper_case_extension_are_read(tmp_path):
+    text = (REPO / "configs" / "tiny_cpu.yaml").read_text()
+    (tmp_path / "RUN.YAML").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_config(tmp_path / "RUN.YAML").run.total_iters == 24
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' in the environment: expected an integer >= 1"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' in the environment: expected an integer >= 1"),
+        ({"RANK": "-1"}, "RANK='-1' in the environment: expected an integer >= 0"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 with WORLD_SIZE=2: ranks count from 0"),
+    ],
+)
+def test_launcher_variables_that_make_no_sense_are_named(monkeypatch, variables, message):
+    """Was a ValueError traceback (or DeepSpeed's MPI discovery failing on WORLD_SIZE=0)."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        detect()
