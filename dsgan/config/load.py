@@ -111,6 +111,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if node.get(part) is None:
             node[part] = {}
         node = node[part]
+        if isinstance(node, list):
+            raise ConfigError(f"--set {assignment!r}: {part} is a list: set it whole, e.g. --set '{part}=[...]'")
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a section")
     try:

@@ -22,8 +22,11 @@ Config files and --set
   both: "Input should be a finite number" [2], test_config.
 - total_iters negative or 0, keep_last 0, log_every_iters 0, run.dir empty or null: the bound named [2], as found.
 - --set foo=1 / run.total_iters.x=1 / =1: unknown key / "is not a section" / syntax [2], as found.
-- tracking.wandb.mode misspelt: the choices named [2], as found. WANDB_MODE misspelt: wandb's error as a
-  warning and training goes on (documented: wandb never stops a run), as found.
+- --set an element of a list (optimizer.params.betas.0=0.5): was "betas is not a section"; now "betas is a list:
+  set it whole" [2], test_config.
+- tracking.wandb.mode misspelt: the choices named [2], as found. WANDB_MODE misspelt, or mode online without an
+  API key: wandb's error as a warning (was several lines, now one) and training goes on (documented: wandb
+  never stops a run), here.
 - eval.num_samples 1 (also dsgan eval --num-samples 1): was a ValueError traceback; below the world size: was a
   traceback at the first evaluation, hours in. Now refused before start [2], test_config.
 
@@ -80,10 +83,11 @@ import pytest
 
 from dsgan.checkpoint import TRAINER, not_a_checkpoint, read_trainer_state
 from dsgan.cli import main as cli_main
-from dsgan.config import load_config
+from dsgan.config import Wandb, load_config
 from dsgan.distributed import cuda_device, detect
 from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, CheckpointError, ConfigError
 from dsgan.eval.inception import load_inception
+from dsgan.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,3 +189,13 @@ def test_launcher_variables_that_make_no_sense_are_named(monkeypatch, variables,
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=re.escape(message)):
         detect()
+
+
+def test_misspelt_wandb_mode_is_a_one_line_warning_and_the_local_log_goes_on(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "onlin")
+    tracker = Tracker(Wandb(mode="disabled"), tmp_path, {}, is_main=True)
+    tracker.log({"d_loss": 1.0}, 1)
+    tracker.close()
+    (warning,) = [r.getMessage() for r in caplog.records if "wandb disabled" in r.getMessage()]
+    assert "\n" not in warning and "'onlin'" in warning, warning
+    assert (tmp_path / "metrics.jsonl").read_text().count("d_loss") == 1

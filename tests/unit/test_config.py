@@ -231,6 +231,12 @@ CASES = [
     ("negative-seed", run_yaml(), ["--set", "run.seed=-1"], "run.seed: Input should be greater"),
     ("infinite-timeout", run_yaml(), ["--set", "run.collective_timeout_seconds=.inf"], "collective_timeout_seconds"),
     ("world-size-zero", run_yaml(), ["--world-size", "0"], "--world-size 0: must be at least 1"),
+    (
+        "set-into-a-list",
+        run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"betas": [0.5, 0.9]}})),
+        ["--set", "generator.deepspeed.optimizer.params.betas.0=0.1"],
+        "betas is a list: set it whole, e.g. --set 'betas=[...]'",
+    ),
     ("empty-config", {"run.yaml": ""}, [], "run.yaml: generator: Field required"),
     (
         "yaml-duplicate-key",
