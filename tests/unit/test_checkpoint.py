@@ -156,3 +156,14 @@ def test_checkpoint_written_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monke
         for name, value in loaded.state_dict().items():
             assert value.device.type == "cpu"
             assert torch.equal(value, expected.state_dict()[name].float()), name
+
+
+@pytest.mark.gpu
+def test_rng_state_is_this_rank_s_gpu_only():
+    """One GPU's state (the current device's), restored onto the current device: a resume that sees fewer GPUs per
+    process than the run that saved (srun binding one per task after the deepspeed launcher) still loads it."""
+    state = checkpoint._rng_state()
+    assert isinstance(state["cuda"], torch.Tensor)
+    expected = torch.randn(4, device="cuda")
+    checkpoint._set_rng_state(state)
+    assert torch.equal(torch.randn(4, device="cuda"), expected)
