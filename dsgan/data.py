@@ -368,8 +368,8 @@ def _verify_images(files: list[Path]) -> None:
 
 def _scan_image_folder(
     cfg: ImageFolderData, conditional: bool, num_classes: int
-) -> tuple[list[Path], list[int], list[str]]:
-    """(files, labels, class names); labels index the sorted class folder names."""
+) -> tuple[list[Path], list[int], list[str], int]:
+    """(files, labels, class names, images left out); labels index the sorted class folder names."""
     root = cfg.root
     if not root.exists():
         raise DataError(f"data.root={root}: no such directory")
@@ -380,7 +380,7 @@ def _scan_image_folder(
         raise DataError(f"data.root={root}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) in it")
     if not conditional:
         _verify_images(files)
-        return files, [0] * len(files), []
+        return files, [0] * len(files), [], 0
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
     if len(classes) != num_classes:
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
@@ -394,9 +394,10 @@ def _scan_image_folder(
     empty = sorted(set(classes) - {classes[c] for _, c in labelled})
     if empty:
         raise DataError(f"data.root={root}: class folders without images: {', '.join(empty[:5])}")
+    left_out = len(files) - len(labelled)
     files, labels = [f for f, _ in labelled], [c for _, c in labelled]
     _verify_images(files)
-    return files, labels, classes
+    return files, labels, classes, left_out
 
 
 def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -> AnyDataset:
@@ -422,9 +423,11 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
         raise DataError(f"data.type='{cfg.type}' decodes to 1 (L) or 3 (RGB) channels, but the models use {channels}")
     if isinstance(cfg, NvlabsZipData):
         return _build_nvlabs_zip(cfg, resolution, channels, conditional, num_classes)
-    files, labels, classes = _scan_image_folder(cfg, conditional, num_classes)
+    files, labels, classes, left_out = _scan_image_folder(cfg, conditional, num_classes)
     kind = f"{len(classes)} classes ({classes[0]}..{classes[-1]})" if conditional else "unconditional"
     description = f"image folder {cfg.root}: {len(files)} images, {kind}, {channels}x{resolution}x{resolution}"
+    if left_out:  # said in the start-up line rather than dropped without a word
+        description += f"; {left_out} images directly in data.root left out (a conditional model needs a class folder)"
     return ImageFolder(files, labels, resolution, channels, description)
 
 

@@ -32,6 +32,8 @@ Config files and --set
 
 Data
 - Run dir that is a file; data root that is a file; a folder without images: named [2], as found / test_data.
+- Images directly in data.root beside the class folders: were left out without a word; now the start-up line
+  says how many, test_data.
 - Image folder with one class (or flat) for a 10-class model; flat folder, unconditional models,
   data.conditional left true: the counts or the rule named [2], as found.
 - Packed manifest missing a key or of the wrong type: was a KeyError traceback; now "manifest.json is damaged"

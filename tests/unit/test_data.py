@@ -119,7 +119,8 @@ def test_image_folder_unconditional_takes_every_image(tmp_path):
         assert len(ds) == 5 and {ds[i][1] for i in range(5)} == {0}
         assert "unconditional" in dataset_summary(ds)
     conditional = build_dataset(ImageFolderData(root=root), 8, 3, 2)
-    assert len(conditional) == 4  # images directly in root belong to no class
+    assert len(conditional) == 4  # images directly in root belong to no class: left out, and said so
+    assert "; 1 images directly in data.root left out" in dataset_summary(conditional)
 
 
 def test_missing_root(tmp_path):
