@@ -20,6 +20,8 @@ Config files and --set
 - A UTF-8 byte-order mark, an upper-case .YAML: was "cannot parse" / "unknown config format"; now read. Here.
 - A learning rate of .inf: was accepted; .nan: was "should be greater than 0". Now every config float refuses
   both: "Input should be a finite number" [2], test_config.
+- `keep_last: yes`, `total_iters: true`, a learning rate of true: was read as 1 (pydantic takes a boolean for a
+  number, and YAML reads yes/no/on/off as booleans); now refused in every config number [2], test_config.
 - total_iters negative or 0, keep_last 0, log_every_iters 0, run.dir empty or null: the bound named [2], as found.
 - --set foo=1 / run.total_iters.x=1 / =1: unknown key / "is not a section" / syntax [2], as found.
 - --set an element of a list (optimizer.params.betas.0=0.5): was "betas is not a section"; now "betas is a list:

@@ -231,6 +231,13 @@ CASES = [
     ("negative-seed", run_yaml(), ["--set", "run.seed=-1"], "run.seed: Input should be greater"),
     ("infinite-timeout", run_yaml(), ["--set", "run.collective_timeout_seconds=.inf"], "collective_timeout_seconds"),
     ("world-size-zero", run_yaml(), ["--world-size", "0"], "--world-size 0: must be at least 1"),
+    ("yes-for-a-number", run_yaml(checkpoint="{keep_last: yes}"), [], "checkpoint: keep_last=true: expected a number"),
+    (
+        "boolean-lr",
+        run_yaml(ds_d=ds(optimizer={"type": "Adam", "params": {"lr": True}})),
+        [],
+        "d.json: discriminator.deepspeed.optimizer.params: lr=true: expected a number or text, not a boolean",
+    ),
     (
         "set-into-a-list",
         run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"betas": [0.5, 0.9]}})),
