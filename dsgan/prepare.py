@@ -110,6 +110,9 @@ def prepare(
     `stop_after_chunks` stops early as a kill would (tests of resume)."""
     if channels not in (1, 3):
         raise DataError(f"prepare-data --channels {channels}: 1 (L) or 3 (RGB)")
+    if src.resolve() == out.resolve() or src.resolve() in out.resolve().parents:
+        # Its files would sit among the images (an extra class folder, or loose files in a flat source).
+        raise DataError(f"prepare-data: OUT {out} is inside SRC {src}; choose an OUT outside the image folder")
     files, labels, classes = scan_source(src)
     settings = {"source": str(src), "source_images": len(files), "resolution": resolution, "channels": channels}
     # Not --on-error: the chunks a failing run completed had no unreadable file, so they are the same either way.

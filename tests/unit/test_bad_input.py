@@ -43,6 +43,8 @@ Data
 - Packed labels out of range with verify=false: was an IndexError in G's embedding at whichever iteration drew
   the label (on a GPU a device-side assert); fewer labels than images: same. Now refused at start [2],
   test_packed.
+- dsgan prepare-data with OUT the source folder or inside it: was done, its files among the images (an extra,
+  empty class folder the next time); now refused [2], here.
 - data.type packed on an image folder; an NVlabs zip that is a folder or a text file: named [2], as found.
 
 Checkpoints, sample, eval
@@ -203,3 +205,13 @@ def test_misspelt_wandb_mode_is_a_one_line_warning_and_the_local_log_goes_on(tmp
     (warning,) = [r.getMessage() for r in caplog.records if "wandb disabled" in r.getMessage()]
     assert "\n" not in warning and "'onlin'" in warning, warning
     assert (tmp_path / "metrics.jsonl").read_text().count("d_loss") == 1
+
+
+@pytest.mark.parametrize("inside", [".", "packed"])
+def test_prepare_data_into_its_own_source_is_refused(tmp_path, capsys, inside):
+    (tmp_path / "src" / "cls").mkdir(parents=True)
+    code, err = run_cli(
+        capsys, "prepare-data", str(tmp_path / "src"), str(tmp_path / "src" / inside), "--resolution", "8"
+    )
+    assert code == EXIT_CONFIG and "is inside SRC" in err and "choose an OUT outside the image folder" in err
+    assert sorted(p.name for p in (tmp_path / "src").rglob("*")) == ["cls"]  # nothing written
