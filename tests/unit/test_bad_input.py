@@ -77,7 +77,7 @@ Signals and ranks
   DeepSpeed's MPI discovery failing; now the variable named [2], here.
 - More processes on a node than GPUs it shows (found by reading; no GPU here): was LOCAL_RANK modulo the GPU
   count, two ranks on one GPU and NCCL's "Duplicate GPU detected"; now refused at start naming LOCAL_RANK and
-  CUDA_VISIBLE_DEVICES [2], here (the mapping).
+  CUDA_VISIBLE_DEVICES [2], here (the mapping; the refusal in a gpu-marked test).
 """
 
 from __future__ import annotations
@@ -86,11 +86,12 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from dsgan.checkpoint import TRAINER, not_a_checkpoint, read_trainer_state
 from dsgan.cli import main as cli_main
 from dsgan.config import Wandb, load_config
-from dsgan.distributed import cuda_device, detect
+from dsgan.distributed import DistEnv, cuda_device, detect, init
 from dsgan.errors import EXIT_CHECKPOINT, EXIT_CONFIG, CheckpointError, ConfigError
 from dsgan.eval.inception import load_inception
 from dsgan.tracking import Tracker
@@ -215,3 +216,12 @@ def test_prepare_data_into_its_own_source_is_refused(tmp_path, capsys, inside):
     )
     assert code == EXIT_CONFIG and "is inside SRC" in err and "choose an OUT outside the image folder" in err
     assert sorted(p.name for p in (tmp_path / "src").rglob("*")) == ["cls"]  # nothing written
+
+
+@pytest.mark.gpu
+def test_local_rank_past_the_visible_gpus_is_refused_before_the_process_group():
+    visible = torch.cuda.device_count()
+    env = DistEnv(rank=0, local_rank=visible, world_size=1, device=torch.device("cuda", visible))
+    with pytest.raises(ConfigError, match=f"LOCAL_RANK={visible} but this node shows {visible} GPUs"):
+        init(env, timeout_seconds=5)
+    assert not torch.distributed.is_initialized()
