@@ -57,12 +57,20 @@ def short_reason(exc: BaseException) -> str:
     return text.split(". ")[0][:200]
 
 
+def _without_worker_traceback(message: str) -> str:
+    """torch's DataLoader re-raises an error of a worker process as the same type, with the worker's traceback as its
+    message; the traceback's last line (`dsgan.errors.DataError: <message>`) is the error itself."""
+    if "Original Traceback" not in message:
+        return message
+    return message.strip().splitlines()[-1].split(": ", 1)[-1]
+
+
 def user_error(exc: BaseException, rank: int = 0, world_size: int = 1) -> tuple[int, str] | None:
     """The exit code and one-line message for an exception that ends a run or a command because of its input or
     its surroundings (a bad config, a dead rank, a diverged fp16 run); None for anything else: a bug, whose
     traceback is wanted. The one mapping used by `dsgan train`, the other subcommands and `dsgan migrate`."""
     if isinstance(exc, DsganError):
-        return exc.exit_code, str(exc)
+        return exc.exit_code, _without_worker_traceback(str(exc))
     from dsgan.distributed import is_collective_failure
 
     if world_size > 1 and is_collective_failure(exc):

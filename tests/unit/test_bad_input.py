@@ -34,6 +34,8 @@ Config files and --set
 
 Data
 - Run dir that is a file; data root that is a file; a folder without images: named [2], as found / test_data.
+- An image deleted while training (data.num_workers > 0): was exit 2 with the worker's whole traceback as the
+  message; now the error's own line, naming the file [2], test_data.
 - Images directly in data.root beside the class folders: were left out without a word; now the start-up line
   says how many, test_data.
 - Image folder with one class (or flat) for a 10-class model; flat folder, unconditional models,
