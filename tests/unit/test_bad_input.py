@@ -3,7 +3,7 @@ for real (`dsgan ...` on the tiny config); the ones that ended in a traceback, a
 misbehaviour were fixed in their mechanism and are tested here or where the mechanism lives.
 
 Outcomes: "was" is the behaviour before the fix; the exit code follows in brackets; where: the test that holds
-it (here, test_config CASES, test_packed, test_checkpoint, integration/test_start_up), or "as found" when it
+it (here, test_config CASES, test_packed, test_checkpoint, integration/test_faults), or "as found" when it
 already ended well.
 
 Config files and --set
@@ -51,7 +51,7 @@ Data
 
 Checkpoints, sample, eval
 - --resume a missing path, a file, an empty folder: was, after building both engines, "no manifest
-  (incomplete write)"; now before start-up, said as it is [5], here and integration/test_start_up.
+  (incomplete write)"; now before start-up, said as it is [5], here and integration/test_faults.
 - --resume a run dir or its checkpoints/: was "no manifest"; now says to name a step-N or leave out --resume
   [5], here.
 - --resume a checkpoint of another architecture: every difference listed [2], as found.
@@ -64,17 +64,19 @@ Checkpoints, sample, eval
   up front so that images do not depend on --batch-size); not changed.
 - Inception weights that are text or random bytes: was a dozen lines of torch's advice; now one line [2], here.
 - trainer.pt unreadable although its hash matches: one line naming the file [5 where required], here.
+- A disk that fills up between checkpoints (a sample grid is the write that fails): was an OSError traceback
+  (exit 1); now one line [8], every file being written whole or not at all, integration/test_faults.
 - A GPU run's checkpoint on a CPU-only machine: was "cannot read a trainer state" (set aside as corrupt in
   training); now loads, test_checkpoint.
 
 Signals and ranks
 - SIGTERM during an evaluation: the evaluation finishes, then a checkpoint and exit 75, as found.
 - Ctrl-C during start-up, before the handlers (imports): was a KeyboardInterrupt traceback; now "interrupted
-  (Ctrl-C)" [130], integration/test_start_up.
+  (Ctrl-C)" [130], integration/test_faults.
 - Ctrl-C twice while training: was a traceback from wherever it landed; now one line, the last complete
-  checkpoint kept [130], integration/test_start_up.
+  checkpoint kept [130], integration/test_faults.
 - WORLD_SIZE larger than the ranks started: was "another rank died" after the timeout; now "only some of the N
-  ranks joined" [6], with a "waiting for N ranks" line while it waits, integration/test_start_up.
+  ranks joined" [6], with a "waiting for N ranks" line while it waits, integration/test_faults.
 - WORLD_SIZE=two or 0, RANK=-1, RANK >= WORLD_SIZE (a wrapper script's mistake): was a ValueError traceback or
   DeepSpeed's MPI discovery failing; now the variable named [2], here.
 - More processes on a node than GPUs it shows (found by reading; no GPU here): was LOCAL_RANK modulo the GPU

@@ -1,6 +1,6 @@
-"""Start-up and interruption through the real entry point, one CPU process each: a --resume that names no
-checkpoint, ranks missing at the rendezvous, Ctrl-C before the signal handlers and twice while training. (The
-catalogue of bad inputs is tests/unit/test_bad_input.py.)"""
+"""Faults through the real entry point, one CPU process each: a --resume that names no checkpoint, ranks missing at
+the rendezvous, Ctrl-C before the signal handlers and twice while training, a disk that fills up between
+checkpoints. (The catalogue of bad inputs is tests/unit/test_bad_input.py.)"""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 from launch import REPO, free_port, launch, start
 from runs import TINY
 
-from dsgan.errors import EXIT_CHECKPOINT, EXIT_COLLECTIVE, EXIT_INTERRUPTED
+from dsgan.errors import EXIT_CHECKPOINT, EXIT_CHECKPOINT_WRITE, EXIT_COLLECTIVE, EXIT_INTERRUPTED
 
 
 def test_resume_that_names_no_checkpoint_fails_before_start_up(tmp_path):
@@ -85,3 +86,23 @@ def test_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
     assert proc.returncode == EXIT_INTERRUPTED, text
     assert "stopped at once by a second Ctrl-C, without a checkpoint; the last complete one is intact" in text
     assert "Traceback" not in text and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_disk_full_while_writing_a_sample_grid_is_one_line(tmp_path):
+    """A run dir on a 300 KiB tmpfs, no checkpoints, a sample grid every iteration: a grid is the write that fails.
+    Was an OSError traceback (exit 1); now exit 8, one line, and no temporary file left."""
+    run_dir = tmp_path / "small"
+    run_dir.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(run_dir)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        sets = ["run.total_iters=3000", "checkpoint.every_iters=null", "run.sample_every_iters=1"]
+        args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
+        (out,) = launch([*args, *(a for s in sets for a in ("--set", s))], world_size=1, timeout=300)
+        assert out.returncode == EXIT_CHECKPOINT_WRITE, out.stdout[-3000:]
+        assert "error: No space left on device: no file was left half-written" in out.stdout
+        assert "Traceback" not in out.stdout
+        assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    finally:
+        subprocess.run(["umount", str(run_dir)], check=True)
