@@ -56,6 +56,9 @@ TRAINER = "trainer.pt"
 
 # Fields that must match to resume; anything else (lr, length, intervals, logging, data root) may change.
 RESUME_INVARIANTS = (
+    # The seed orders the data and draws the noise: a new one mid-run repeats some images of the epoch and skips
+    # others, and is most often a new experiment pointed at an old run dir by mistake.
+    "run.seed",
     "generator.model",
     "discriminator.model",
     "schedule",

@@ -55,6 +55,8 @@ Checkpoints, sample, eval
 - --resume a run dir or its checkpoints/: was "no manifest"; now says to name a step-N or leave out --resume
   [5], here.
 - --resume a checkpoint of another architecture: every difference listed [2], as found.
+- Rerunning with another run.seed in the same run dir (meant as a new experiment): was resumed silently, the
+  epoch's data order changed mid-epoch; now listed among the differences that refuse a resume [2], here.
 - dsgan sample/eval on an empty run dir: "no complete checkpoint" [5], as found; on a missing path or a file:
   was the same message; now "no such directory" / "not a directory" [5], here.
 - dsgan sample --out an existing directory: was an IsADirectoryError traceback after sampling; now refused
@@ -92,7 +94,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsgan.checkpoint import TRAINER, not_a_checkpoint, read_trainer_state
+from dsgan.checkpoint import TRAINER, check_compatible, not_a_checkpoint, read_trainer_state
 from dsgan.cli import main as cli_main
 from dsgan.config import Wandb, load_config
 from dsgan.distributed import DistEnv, cuda_device, detect, init
@@ -229,3 +231,11 @@ def test_local_rank_past_the_visible_gpus_is_refused_before_the_process_group():
     with pytest.raises(ConfigError, match=f"LOCAL_RANK={visible} but this node shows {visible} GPUs"):
         init(env, timeout_seconds=5)
     assert not torch.distributed.is_initialized()
+
+
+def test_another_seed_does_not_resume_a_run(tmp_path):
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml")
+    saved = cfg.model_dump(mode="json")
+    check_compatible(saved, cfg, saved_world=1, world_size=1)
+    with pytest.raises(ConfigError, match="run.seed: checkpoint has 0, config has 1"):
+        check_compatible(saved, load_config(REPO / "configs" / "tiny_cpu.yaml", ["run.seed=1"]), 1, 1)
