@@ -37,9 +37,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from dsgan.atomic import write_atomic
 from dsgan.config import Config, DeepSpeedConfig
+from dsgan.config.load import format_errors
 from dsgan.distributed import DistEnv, any_rank, barrier, broadcast_object
 from dsgan.engines import EngineDict
 from dsgan.errors import CheckpointError, CheckpointWriteError, ConfigError, RunDirBusyError, short_reason
@@ -447,7 +449,11 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
     if problem := verify(ckpt):
         raise CheckpointError(f"{ckpt}: {problem}")
     state = read_trainer_state(ckpt)
-    cfg = Config.model_validate(state.config)
+    try:
+        cfg = Config.model_validate(state.config)
+    except ValidationError as exc:  # e.g. written by a dsgan whose schema has since changed
+        problems = format_errors(exc, {"run": f"{ckpt / TRAINER} (its config)"})
+        raise CheckpointError(f"the run config saved in the checkpoint does not validate:\n{problems}") from None
     generator = build_generator(cfg.generator.model)
     if use_ema and cfg.ema is not None and state.ema is not None:
         ema = EMA(generator, cfg.ema)

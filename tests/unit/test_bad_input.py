@@ -65,6 +65,8 @@ Checkpoints, sample, eval
   writes a PNG under that name, as found. --num 100000000: runs, with memory growing with --num (noise is drawn
   up front so that images do not depend on --batch-size); not changed.
 - Inception weights that are text or random bytes: was a dozen lines of torch's advice; now one line [2], here.
+- dsgan sample/eval on a checkpoint whose saved config this version's schema refuses (a field renamed since):
+  was a pydantic traceback; now the fields named [5], test_checkpoint.
 - trainer.pt unreadable although its hash matches: one line naming the file [5 where required], here.
 - A disk that fills up between checkpoints (a sample grid is the write that fails): was an OSError traceback
   (exit 1); now one line [8], every file being written whole or not at all, integration/test_faults.

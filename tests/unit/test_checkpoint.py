@@ -167,3 +167,14 @@ def test_rng_state_is_this_rank_s_gpu_only():
     expected = torch.randn(4, device="cuda")
     checkpoint._set_rng_state(state)
     assert torch.equal(torch.randn(4, device="cuda"), expected)
+
+
+def test_a_saved_config_that_no_longer_validates_is_named_not_a_traceback(tmp_path):
+    """`dsgan sample`/`eval` on a checkpoint whose saved config this dsgan refuses (an older schema): exit 5 naming
+    the field."""
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml").model_dump(mode="json")
+    cfg["run"]["renamed_field"] = 1
+    make(tmp_path, 8, TrainerState(config=cfg, world_size=1, iteration=8))
+    with pytest.raises(CheckpointError, match=r"trainer.pt \(its config\): run.renamed_field: unknown key") as info:
+        load_generator(tmp_path)
+    assert info.value.exit_code == 5
