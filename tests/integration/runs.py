@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from launch import REPO, launch, start
 
 TINY = str(REPO / "configs" / "tiny_cpu.yaml")
@@ -42,3 +45,17 @@ def ok(results: list, code: int = 0) -> str:
     for r in results:
         assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{r.stdout[-5000:]}"
     return results[0].stdout
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a tmpfs of `size` (e.g. "700k"), a disk that fills up; skips the test where mounting is not
+    allowed."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

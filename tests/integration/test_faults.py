@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 from launch import REPO, free_port, launch, start
-from runs import TINY
+from runs import TINY, small_tmpfs
 
 from dsgan.errors import EXIT_CHECKPOINT, EXIT_CHECKPOINT_WRITE, EXIT_COLLECTIVE, EXIT_INTERRUPTED
 
@@ -91,12 +90,7 @@ def test_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
 def test_disk_full_while_writing_a_sample_grid_is_one_line(tmp_path):
     """A run dir on a 300 KiB tmpfs, no checkpoints, a sample grid every iteration: a grid is the write that fails.
     Was an OSError traceback (exit 1); now exit 8, one line, and no temporary file left."""
-    run_dir = tmp_path / "small"
-    run_dir.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(run_dir)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "300k") as run_dir:
         sets = ["run.total_iters=3000", "checkpoint.every_iters=null", "run.sample_every_iters=1"]
         args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(run_dir)]
         (out,) = launch([*args, *(a for s in sets for a in ("--set", s))], world_size=1, timeout=300)
@@ -104,5 +98,3 @@ def test_disk_full_while_writing_a_sample_grid_is_one_line(tmp_path):
         assert "error: No space left on device: no file was left half-written" in out.stdout
         assert "Traceback" not in out.stdout
         assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
-    finally:
-        subprocess.run(["umount", str(run_dir)], check=True)
