@@ -63,13 +63,13 @@ def test_ctrl_c_before_the_signal_handlers_is_one_line(tmp_path):
 
 
 def test_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
-    """The first SIGINT asks for a checkpoint at the next D update; the second stops at once. D updates are 64
-    iterations apart here, so the second arrives long before the first could be honoured."""
+    """The first SIGINT asks for a checkpoint at the next D update; the second stops at once. D updates are 1024
+    iterations (seconds) apart here, so the second arrives long before the first could be honoured."""
     sets = [
-        "run.total_iters=6400",
-        "discriminator.deepspeed.gradient_accumulation_steps=64",
-        "checkpoint.every_iters=6400",
-        "run.log_every_iters=64",
+        "run.total_iters=10240",
+        "discriminator.deepspeed.gradient_accumulation_steps=1024",
+        "checkpoint.every_iters=10240",
+        "run.log_every_iters=256",
     ]
     args = ["-m", "dsgan.train", "--config", TINY, "--run-dir", str(tmp_path / "run")]
     (proc,) = start([*args, *(a for s in sets for a in ("--set", s))], world_size=1)
@@ -79,7 +79,7 @@ def test_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
         if line.startswith("schedule:"):
             break
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    time.sleep(0.2)  # the first one's handler has run
     proc.send_signal(signal.SIGINT)
     text = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == EXIT_INTERRUPTED, text
