@@ -47,6 +47,7 @@ Data
   test_packed.
 - dsgan prepare-data with OUT the source folder or inside it: was done, its files among the images (an extra,
   empty class folder the next time); now refused [2], here.
+- A 20000x20000 PNG (PIL's decompression-bomb limit), a truncated PNG: named at start-up [2], as found.
 - data.type packed on an image folder; an NVlabs zip that is a folder or a text file: named [2], as found.
 
 Checkpoints, sample, eval
