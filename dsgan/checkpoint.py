@@ -17,7 +17,8 @@ Layout of `<run dir>/checkpoints/`:
 A checkpoint is written to `step-N.tmp`, completed with its manifest, then renamed: a kill at any moment leaves
 either the previous checkpoint or the new one, never a half-written one that looks complete. On load the newest
 checkpoint whose manifest verifies is used; any newer one that fails is named in a warning. dsgan's own files hold
-only tensors and plain Python values and are read with `torch.load(weights_only=True)`: none of them is unpickled
+only tensors and plain Python values and are read with `torch.load(weights_only=True)` onto the CPU (so a GPU run's
+checkpoint loads on a CPU-only machine): none of them is unpickled
 (the engines' files are read by DeepSpeed's own `load_checkpoint`).
 """
 
@@ -39,12 +40,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from dsgan.atomic import write_atomic
 from dsgan.config import Config, DeepSpeedConfig
+from dsgan.config.load import format_errors
 from dsgan.distributed import DistEnv, any_rank, barrier, broadcast_object
 from dsgan.engines import EngineDict
-from dsgan.errors import CheckpointError, CheckpointWriteError, ConfigError, RunDirBusyError
+from dsgan.errors import CheckpointError, CheckpointWriteError, ConfigError, RunDirBusyError, short_reason
 
 if TYPE_CHECKING:
     from dsgan.ema import EMA
@@ -59,6 +62,9 @@ WEIGHTS = "weights.pt"
 
 # Fields that must match to resume; anything else (lr, length, intervals, logging, data root) may change.
 RESUME_INVARIANTS = (
+    # The seed orders the data and draws the noise: a new one mid-run repeats some images of the epoch and skips
+    # others, and is most often a new experiment pointed at an old run dir by mistake.
+    "run.seed",
     "generator.model",
     "discriminator.model",
     "schedule",
@@ -161,7 +167,9 @@ def _rng_state() -> dict[str, Any]:
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        # This rank's device only (set_device made it current): a node that shows the resumed job fewer GPUs (one per
+        # task under srun, all of them under the deepspeed launcher) could not take back another device's state.
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
 
 
@@ -171,7 +179,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save(
@@ -339,13 +347,28 @@ def find_resumable(run_dir: Path, set_aside: bool = False) -> Path | None:
     return None
 
 
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why `path` (given by the user) is not a checkpoint directory at all, or None; cheap (no checksums), so that
+    `--resume` can be checked before anything starts. `verify` checks the contents."""
+    if not path.is_dir():
+        return "no such directory" if not path.exists() else "not a directory"
+    if (path / CHECKPOINTS).is_dir() or path.name == CHECKPOINTS:
+        return (
+            f"a run directory (or its {CHECKPOINTS}/), not a checkpoint: name one of its step-N directories, or leave "
+            "out --resume to take its newest complete checkpoint"
+        )
+    if not (path / MANIFEST).is_file():
+        return f"not a checkpoint directory (no {MANIFEST})"
+    return None
+
+
 def resolve_resume(run_dir: Path, explicit: Path | None, env: DistEnv) -> Path | None:
     """Rank 0 chooses (and verifies) the checkpoint, every rank gets the same answer."""
     choice: str | None = None
     error: str | None = None
     if env.is_main:
         if explicit is not None:
-            problem = verify(explicit) if explicit.is_dir() else "not a checkpoint directory"
+            problem = not_a_checkpoint(explicit) or verify(explicit)
             if problem:
                 error = f"--resume {explicit}: {problem}"
             else:
@@ -397,11 +420,13 @@ def _get(tree: dict[str, Any], dotted: str) -> Any:
 
 
 def read_trainer_state(path: Path) -> TrainerState:
+    """The trainer state on the CPU: a GPU run saves the EMA where it lives (cuda:0 on rank 0). Without
+    map_location a CPU-only machine cannot read it at all, and every rank of a GPU job would load it onto GPU 0."""
     try:
-        saved = torch.load(path / TRAINER, weights_only=True)
+        saved = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
         return TrainerState(**saved)
     except Exception as exc:
-        raise CheckpointError(f"{path / TRAINER}: cannot read a trainer state: {exc}") from None
+        raise CheckpointError(f"{path / TRAINER}: cannot read a trainer state: {short_reason(exc)}") from None
 
 
 def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
@@ -414,7 +439,7 @@ def load(path: Path, engines: EngineDict, env: DistEnv) -> None:
             raise CheckpointError(f"{path}: DeepSpeed could not load the {name} engine")
     rng_file = path / f"rng-rank{env.rank}.pt"
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=True))
+        _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
 
 
 def save_weights(
@@ -532,6 +557,8 @@ def load_generator(path: Path, use_ema: bool = True) -> tuple[Generator, Config,
     """G from a run dir (its newest verified checkpoint) or a checkpoint dir, without DeepSpeed engines or a
     process group, for sampling and evaluation. EMA weights by default when the run kept them.
     Returns (generator in eval mode, the run's config, iteration)."""
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: {not_a_checkpoint(path)}")
     ckpt = path if (path / MANIFEST).is_file() else find_resumable(path)
     if ckpt is None:
         raise CheckpointError(f"{path}: no complete checkpoint (neither a checkpoint dir nor a run dir with one)")
@@ -547,7 +574,11 @@ def checkpoint_generator(ckpt: Path, state: TrainerState, use_ema: bool) -> tupl
     weights (a weights-only checkpoint's too); in eval mode, float32. Returns (generator, the run's config)."""
     from dsgan.models import build_generator
 
-    cfg = Config.model_validate(state.config)
+    try:
+        cfg = Config.model_validate(state.config)
+    except ValidationError as exc:  # e.g. written by a dsgan whose schema has since changed
+        problems = format_errors(exc, {"run": f"{ckpt / TRAINER} (its config)"})
+        raise CheckpointError(f"the run config saved in the checkpoint does not validate:\n{problems}") from None
     with torch.device("meta"):  # every tensor is loaded below: skip the initialisation (~25 s for BigGAN-128's G)
         generator = build_generator(cfg.generator.model)
     if use_ema and cfg.ema is not None and state.ema is not None:

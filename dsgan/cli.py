@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from dsgan.errors import ConfigError, user_error
+from dsgan.errors import EXIT_INTERRUPTED, ConfigError, user_error
 
 if TYPE_CHECKING:
     from dsgan.config import Config
@@ -65,6 +65,8 @@ def _positive_float(text: str) -> float:
 def _writable(path: Path, flag: str) -> None:
     """Fail before the work, not after it: `path`'s folder can be created and written."""
     folder = path if flag == "--out-dir" else path.parent
+    if flag != "--out-dir" and path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; name a file (e.g. {path / 'grid.png'}) or use --out-dir")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
@@ -395,13 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "device", "unset") is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "device", "unset") is None:
+            import torch
+
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C in the imports before training's own handlers, or in another subcommand
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if (known := user_error(exc)) is None:
             raise

@@ -131,35 +131,53 @@ def _build_packed(cfg: PackedData, resolution: int, channels: int, conditional: 
         raise DataError(f"data.root={root}: unreadable {MANIFEST_FILE}: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != PACKED_FORMAT:
         raise DataError(f"data.root={root}: {MANIFEST_FILE} is not a {PACKED_FORMAT} manifest (dsgan prepare-data)")
-    have = (manifest["resolution"], manifest["channels"])
-    if have != (resolution, channels):
-        raise DataError(
-            f"data.root={root} holds {have[1]}x{have[0]}x{have[0]} images but the models use "
-            f"{channels}x{resolution}x{resolution}: rerun `dsgan prepare-data` with --resolution {resolution} "
-            f"--channels {channels}"
-        )
-    classes = manifest["classes"]
-    if conditional and len(classes) != num_classes:
-        raise DataError(
-            f"data.root={root} has {len(classes)} classes but the models have num_classes={num_classes}: make them "
-            "equal, or set data.conditional=false and num_classes=0"
-        )
-    for name in (IMAGES_FILE, LABELS_FILE):
-        entry, path = manifest["files"][name], root / name
-        size = path.stat().st_size if path.exists() else None
-        if size != entry["bytes"] or size != math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize:
+    try:  # a manifest of the wrong shape (edited by hand, from another tool) is a damaged dataset, not a crash
+        have = (manifest["resolution"], manifest["channels"])
+        if have != (resolution, channels):
             raise DataError(
-                f"data.root={root}: {name} has {size} bytes, the manifest says {entry['bytes']}: the dataset is "
-                "damaged or was copied incompletely; copy it again or rerun `dsgan prepare-data`"
+                f"data.root={root} holds {have[1]}x{have[0]}x{have[0]} images but the models use "
+                f"{channels}x{resolution}x{resolution}: rerun `dsgan prepare-data` with --resolution {resolution} "
+                f"--channels {channels}"
             )
-        if cfg.verify and sha256_file(path) != entry["sha256"]:
+        classes = manifest["classes"]
+        if conditional and len(classes) != num_classes:
             raise DataError(
-                f"data.root={root}: {name} does not match the manifest's sha256: the dataset is damaged; copy it "
-                "again or rerun `dsgan prepare-data` (data.verify=false skips this check)"
+                f"data.root={root} has {len(classes)} classes but the models have num_classes={num_classes}: make them "
+                "equal, or set data.conditional=false and num_classes=0"
             )
-    count = manifest["images"]
-    labels = np.fromfile(root / LABELS_FILE, "<i8") if conditional else np.zeros(count, np.int64)
-    dataset = PackedImages(root, tuple(manifest["files"][IMAGES_FILE]["shape"]), labels, cfg.in_memory)
+        for name in (IMAGES_FILE, LABELS_FILE):
+            entry, path = manifest["files"][name], root / name
+            size = path.stat().st_size if path.exists() else None
+            if size != entry["bytes"] or size != math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize:
+                raise DataError(
+                    f"data.root={root}: {name} has {size} bytes, the manifest says {entry['bytes']}: the dataset is "
+                    "damaged or was copied incompletely; copy it again or rerun `dsgan prepare-data`"
+                )
+            if cfg.verify and sha256_file(path) != entry["sha256"]:
+                raise DataError(
+                    f"data.root={root}: {name} does not match the manifest's sha256: the dataset is damaged; copy it "
+                    "again or rerun `dsgan prepare-data` (data.verify=false skips this check)"
+                )
+        count = manifest["images"]
+        labels = np.fromfile(root / LABELS_FILE, "<i8") if conditional else np.zeros(count, np.int64)
+        # Checked here, in one pass over the labels: an out-of-range label would otherwise fail deep in an embedding
+        # (on GPU as a device-side assert) at whichever iteration first draws it (data.verify=false skips the hash).
+        if len(labels) and (labels.min() < 0 or labels.max() >= max(num_classes, 1)):
+            raise DataError(
+                f"data.root={root}: labels range over {labels.min()}..{labels.max()} but the models have "
+                f"num_classes={num_classes}: the labels file is damaged; rerun `dsgan prepare-data`"
+            )
+        shape = tuple(manifest["files"][IMAGES_FILE]["shape"])
+        if len(labels) != shape[0]:
+            raise DataError(
+                f"data.root={root}: {len(labels)} labels for {shape[0]} images: the dataset is damaged; rerun "
+                "`dsgan prepare-data`"
+            )
+        dataset = PackedImages(root, shape, labels, cfg.in_memory)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(
+            f"data.root={root}: {MANIFEST_FILE} is damaged ({type(exc).__name__}: {exc}); rerun `dsgan prepare-data`"
+        ) from None
     kind = f"{len(classes)} classes ({classes[0]}..{classes[-1]})" if conditional else "unconditional"
     dataset.description = (
         f"packed dataset {root}: {count} images, {kind}, {channels}x{resolution}x{resolution}, "
@@ -326,8 +344,8 @@ def _verify_images(files: list[Path]) -> None:
 
 def _scan_image_folder(
     cfg: ImageFolderData, conditional: bool, num_classes: int
-) -> tuple[list[Path], list[int], list[str]]:
-    """(files, labels, class names); labels index the sorted class folder names."""
+) -> tuple[list[Path], list[int], list[str], int]:
+    """(files, labels, class names, images left out); labels index the sorted class folder names."""
     root = cfg.root
     if not root.exists():
         raise DataError(f"data.root={root}: no such directory")
@@ -338,7 +356,8 @@ def _scan_image_folder(
         raise DataError(f"data.root={root}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) in it")
     if not conditional:
         _verify_images(files)
-        return files, [0] * len(files), []
+        return files, [0] * len(files), [], 0
+    found = len(files)
     files, labels, classes = class_folder_images(root, files)
     if len(classes) != num_classes:
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
@@ -349,8 +368,9 @@ def _scan_image_folder(
     empty = sorted(set(classes) - {classes[c] for c in labels})
     if empty:
         raise DataError(f"data.root={root}: class folders without images: {', '.join(empty[:5])}")
+    left_out = found - len(files)  # images directly in root: no class
     _verify_images(files)
-    return files, labels, classes
+    return files, labels, classes, left_out
 
 
 def class_folder_images(root: Path, files: list[Path]) -> tuple[list[Path], list[int], list[str]]:
@@ -386,9 +406,11 @@ def build_dataset(cfg: Data, resolution: int, channels: int, num_classes: int) -
         raise DataError(f"data.type='{cfg.type}' decodes to 1 (L) or 3 (RGB) channels, but the models use {channels}")
     if isinstance(cfg, NvlabsZipData):
         return _build_nvlabs_zip(cfg, resolution, channels, conditional, num_classes)
-    files, labels, classes = _scan_image_folder(cfg, conditional, num_classes)
+    files, labels, classes, left_out = _scan_image_folder(cfg, conditional, num_classes)
     kind = f"{len(classes)} classes ({classes[0]}..{classes[-1]})" if conditional else "unconditional"
     description = f"image folder {cfg.root}: {len(files)} images, {kind}, {channels}x{resolution}x{resolution}"
+    if left_out:  # said in the start-up line rather than dropped without a word
+        description += f"; {left_out} images directly in data.root left out (a conditional model needs a class folder)"
     return ImageFolder(files, labels, resolution, channels, description)
 
 

@@ -8,6 +8,7 @@ world size 1 on 127.0.0.1).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from dsgan.errors import ConfigError, RankDisagreementError
+from dsgan.errors import CollectiveError, ConfigError, RankDisagreementError
+
+log = logging.getLogger("dsgan")
 
 T = TypeVar("T")
 
@@ -40,14 +43,33 @@ class DistEnv:
 
 def detect(local_rank_arg: int | None = None) -> DistEnv:
     """Read the launcher's environment without starting anything (configs are validated before init)."""
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    else:
-        device = torch.device("cpu")
+    rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1, minimum=1)
+    local_rank = _env_int("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0)
+    if rank >= world_size:
+        raise ConfigError(f"RANK={rank} with WORLD_SIZE={world_size}: ranks count from 0 to WORLD_SIZE - 1")
+    device = cuda_device(local_rank, torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A launcher variable; set by hand (or by a wrapper script) it can be anything."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}={text!r} in the environment: expected an integer >= {minimum}")
+    return value
+
+
+def cuda_device(local_rank: int, visible: int) -> torch.device:
+    """This process's GPU: the only one it sees (a launcher that gives each task its own CUDA_VISIBLE_DEVICES),
+    else the one at its LOCAL_RANK; `init` refuses a LOCAL_RANK past the GPUs it sees. (Wrapping it around, as
+    `local_rank % visible`, put two ranks on one GPU: NCCL's "Duplicate GPU detected" at the first collective.)"""
+    return torch.device("cuda", 0 if visible == 1 else local_rank)
 
 
 def _free_port() -> int:
@@ -68,14 +90,35 @@ def init(env: DistEnv, timeout_seconds: float) -> None:
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")
     if env.device.type == "cuda":
+        if (visible := torch.cuda.device_count()) <= (env.device.index or 0):
+            raise ConfigError(
+                f"LOCAL_RANK={env.local_rank} but this node shows {visible} GPUs (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): start one process per GPU "
+                "(`--nproc-per-node`, `--num_gpus`, or as many SLURM tasks per node as GPUs)"
+            )
         torch.cuda.set_device(env.device)
+    if env.is_main and env.world_size > 1:
+        log.info(
+            "waiting for %d ranks at %s:%s (up to run.collective_timeout_seconds=%g)",
+            env.world_size,
+            os.environ.get("MASTER_ADDR"),
+            os.environ.get("MASTER_PORT"),
+            timeout_seconds,
+        )
     try:
         deepspeed.init_distributed(
             dist_backend="nccl" if env.device.type == "cuda" else "gloo",
             timeout=datetime.timedelta(seconds=timeout_seconds),
             verbose=False,
         )
-    except RuntimeError as exc:  # torch's DistNetworkError included
+    except RuntimeError as exc:  # torch's DistNetworkError and DistStoreError included
+        if "clients joined" in str(exc):  # the store's rendezvous timed out on rank 0
+            raise CollectiveError(
+                f"only some of the {env.world_size} ranks (WORLD_SIZE) joined within "
+                f"run.collective_timeout_seconds={timeout_seconds:g} ({' '.join(str(exc).split())}): start every rank "
+                "(`deepspeed --num_gpus`, `torchrun --nproc-per-node`, `srun -n`) or set WORLD_SIZE to the number "
+                "started"
+            ) from None
         if "EADDRINUSE" not in str(exc):
             raise
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"

@@ -165,6 +165,9 @@ def prepare(
     `stop_after_chunks` stops early as a kill would (tests of resume)."""
     if channels not in (1, 3):
         raise DataError(f"prepare-data --channels {channels}: 1 (L) or 3 (RGB)")
+    if src.resolve() == out.resolve() or src.resolve() in out.resolve().parents:
+        # Its files would sit among the images (an extra class folder, or loose files in a flat source).
+        raise DataError(f"prepare-data: OUT {out} is inside SRC {src}; choose an OUT outside the image folder")
     source = scan_source(src, labels_from)
     total = len(source.images)
     settings = {"source": str(src), "source_images": total, "resolution": resolution, "channels": channels}

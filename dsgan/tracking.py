@@ -102,7 +102,7 @@ class Tracker:
             log.warning(
                 "wandb disabled for this run: %s: %s (the local %s log continues)",
                 type(exc).__name__,
-                exc,
+                " ".join(str(exc).split()),  # one line: wandb's own errors (pydantic's) span several
                 METRICS_FILE,
             )
             self._wandb = None

@@ -39,7 +39,15 @@ from dsgan.data import StreamSampler, build_dataset, dataset_summary, make_loade
 from dsgan.distributed import DistEnv
 from dsgan.ema import EMA
 from dsgan.engines import EngineDict, build_engines
-from dsgan.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NonFiniteLossError, user_error
+from dsgan.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    CheckpointError,
+    ConfigError,
+    NonFiniteLossError,
+    user_error,
+)
 from dsgan.eval.run import Evaluator
 from dsgan.models import Generator, build_discriminator, build_generator, freeze_input_blocks
 from dsgan.samples import fixed_noise, generate, save_grid
@@ -106,6 +114,8 @@ def build(cfg: Config, env: DistEnv, resume: Path | None, stop_requested: list[i
     # Data and run dir first: a bad path fails before any process group or engine exists.
     dataset = build_dataset(cfg.data, g_model.output_scale, g_model.out_channels, g_model.num_classes)
     _check_writable(cfg.run.dir)
+    if resume is not None and (problem := checkpoint.not_a_checkpoint(resume)):
+        raise CheckpointError(f"--resume {resume}: {problem}")
     distributed.init(env, cfg.run.collective_timeout_seconds)
     lock = checkpoint.hold_run_dir(cfg.run.dir, env)
     log.info("dsgan: %d rank(s) on %s; %s", env.world_size, env.device.type, dataset_summary(dataset))
@@ -413,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`dsgan train` with parsed arguments (see dsgan.cli.add_train_arguments); returns the exit code."""
-    env = distributed.detect(args.local_rank)
+    try:
+        env = distributed.detect(args.local_rank)
+    except ConfigError as exc:  # before logging: its format needs the rank
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     setup_logging(env)
     overrides = list(args.set) + ([f"run.dir={args.run_dir}"] if args.run_dir else [])
     stop_requested: list[int] = []
@@ -421,6 +435,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides, world_size=env.world_size, device=env.device.type)
         return train(build(cfg, env, args.resume, stop_requested))
+    except KeyboardInterrupt:  # raised by the handler at a second Ctrl-C
+        log.error(
+            "stopped at once by a second Ctrl-C, without a checkpoint; the last complete one is intact: rerun the "
+            "same command to resume from it"
+        )
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if (known := user_error(exc, env.rank, env.world_size)) is None:
             raise

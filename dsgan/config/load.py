@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
+from dsgan.config.base import expand_home
 from dsgan.config.models import DiscriminatorModel, GeneratorModel
 from dsgan.config.run import Augment, Config, Data
 from dsgan.errors import ConfigError
@@ -20,25 +21,67 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default" / "digits.yaml"
 """The run `load_config(None)` reads: the digits run, shipped inside the package with its two DeepSpeed JSONs."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last silently, so a pasted
+    second `run:` section would replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
+
+
+def _one_line(exc: ValueError | yaml.YAMLError) -> str:
+    """A parser's error on one line: PyYAML's own spans several, with a context that hides the problem."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        return exc.problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
+    return " ".join(str(exc).split())
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook: a JSON object with a key given twice is refused (json keeps the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice in one object")
+        out[key] = value
+    return out
+
+
 def read_file(path: Path) -> Any:
-    """Parse YAML, JSON or TOML by extension; never executes anything."""
+    """Parse YAML, JSON or TOML by extension; never executes anything. A key given twice is an error in all three
+    (TOML's own rule)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors) is no error
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        if path.suffix == ".toml":
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        if suffix == ".toml":
             return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot parse: {exc}") from None
+        if suffix in (".yaml", ".yml"):
+            return parse_yaml(text)
+    except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ConfigError(f"{path}: cannot parse: {_one_line(exc)}") from None
     raise ConfigError(f"{path}: unknown config format {path.suffix!r} (use .yaml, .json or .toml)")
 
 
@@ -47,7 +90,7 @@ def _inline_deepspeed(raw: dict[str, Any], base_dir: Path, source: str) -> None:
     for network in ("generator", "discriminator"):
         section = raw.get(network)
         if isinstance(section, dict) and isinstance(section.get("deepspeed"), str):
-            path = (base_dir / section["deepspeed"]).resolve()
+            path = (base_dir / expand_home(section["deepspeed"])).resolve()
             if not path.is_file():
                 raise ConfigError(f"{source}: {network}.deepspeed: file not found: {path}")
             data = read_file(path)
@@ -68,13 +111,14 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if node.get(part) is None:
             node[part] = {}
         node = node[part]
+        if isinstance(node, list):
+            raise ConfigError(f"--set {assignment!r}: {part} is a list: set it whole, e.g. --set '{part}=[...]'")
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a section")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = parse_yaml(value)
     except yaml.YAMLError as exc:
-        problem = str(exc).splitlines()[0]
-        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({problem})") from None
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({_one_line(exc)})") from None
     if leaf == "type" and node.get("type") != parsed:
         node.clear()  # a new type starts from that type's defaults, not the old type's fields
         node["type"] = parsed
@@ -151,10 +195,15 @@ def load_config(
 
 def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
     """Data and weight paths are relative to the run config's folder; the run dir is relative to the cwd."""
-    paths = (("data", "root"), ("eval", "inception_weights"), ("eval", "reference_stats"), ("init", "checkpoint"))
-    for section, key in paths:
+    for section, key in (
+        ("data", "root"),
+        ("data", "path"),
+        ("eval", "inception_weights"),
+        ("eval", "reference_stats"),
+        ("init", "checkpoint"),
+    ):
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
-        if isinstance(value, str) and not Path(value).is_absolute():
+        if isinstance(value, str) and not expand_home(value).is_absolute():
             raw[section][key] = str(base_dir / value)
 
 

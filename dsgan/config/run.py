@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
-from dsgan.config.base import NonNegativeFloat, Strict
+from dsgan.config.base import NonNegativeFloat, Strict, UserPath
 from dsgan.config.deepspeed import DeepSpeedConfig
 from dsgan.config.models import DiscriminatorModel, GeneratorModel, StyleGAN2Generator, has_spectral_norm
 from dsgan.schedule import Schedule
@@ -89,7 +88,7 @@ class ImageFolderData(Strict):
     """ImageNet layout: one subfolder per class; images resized/center-cropped to the model scale."""
 
     type: Literal["image_folder"] = "image_folder"
-    root: Path
+    root: UserPath
     conditional: bool = True
     xflip: bool = False
     """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
@@ -101,7 +100,7 @@ class PackedData(Strict):
     """A folder written by `dsgan prepare-data`: decoded, resized pixels, memory-mapped; no decoding in training."""
 
     type: Literal["packed"] = "packed"
-    root: Path
+    root: UserPath
     conditional: bool = True
     xflip: bool = False
     """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
@@ -119,7 +118,7 @@ class NvlabsZipData(Strict):
     `dataset.json`; images not at the models' resolution are resized/cropped as image_folder does."""
 
     type: Literal["nvlabs_zip"] = "nvlabs_zip"
-    path: Path
+    path: UserPath
     conditional: bool = True
     xflip: bool = False
     """Mirror about half the images at random, a different half every epoch (NVlabs' --mirror, MMagic's Flip)."""
@@ -242,7 +241,7 @@ Augment = Annotated[NoAugment | DiffAugment | Ada, Field(discriminator="type")]
 
 class Run(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    dir: Path
+    dir: UserPath
     """Run directory: checkpoints, samples, logs. Rerunning with the same directory resumes. `load_config` fills in
     `runs/<config file stem>` (relative to the working directory) when a config file leaves it out."""
     total_iters: PositiveInt | None = None
@@ -311,14 +310,15 @@ class Eval(Strict):
     the CLI only, e.g. `dsgan eval --watch RUN_DIR` beside the job, which costs the job no time."""
     features: Literal["inception", "digits"] = "digits"
     """inception: the TF FID Inception (comparable to papers); digits: 8x8 pixel space, for the digits data only."""
-    inception_weights: Path | None = None
+    inception_weights: UserPath | None = None
     protocol: EvalProtocol | None = None
     """A named evaluation: sets num_samples and metrics (which may then not be given otherwise)."""
-    num_samples: PositiveInt = DEFAULT_EVAL_SAMPLES
+    num_samples: Annotated[int, Field(ge=2)] = DEFAULT_EVAL_SAMPLES
+    """Generated images per evaluation: at least 2 (a covariance) and at least one per rank."""
     metrics: tuple[EvalMetric, ...] = DEFAULT_EVAL_METRICS
     """Computed at every evaluation, from one pass of generated features."""
     batch_size: PositiveInt = 100
-    reference_stats: Path | None = None
+    reference_stats: UserPath | None = None
     """Cache of the real data's feature statistics (.npz; also its features when kid, pr or dc are asked for), or a
     published file with only mu and sigma (pytorch-fid, NVlabs): FID/IS only. Default: <run dir>/fid_reference.npz."""
 
@@ -346,11 +346,17 @@ class Eval(Strict):
         return {**data, "num_samples": num_samples, "metrics": metrics}
 
     @model_validator(mode="after")
-    def _weights(self) -> Eval:
+    def _check(self, info: ValidationInfo) -> Eval:
         if self.features == "inception" and self.inception_weights is None:
             raise ValueError("features='inception' needs inception_weights (a local file; see README, Evaluation)")
         if not self.metrics:
             raise ValueError("eval.metrics is empty: name at least one of fid, is, kid, pr, dc, ifid")
+        world = (info.context or {}).get("world_size")
+        if self.every_iters and world and self.num_samples < world:
+            raise ValueError(
+                f"num_samples={self.num_samples} is less than the world size ({world}): the ranks split the samples, "
+                "at least one each"
+            )
         return self
 
     @property
@@ -364,7 +370,7 @@ class Init(Strict):
     """Fine-tuning: a new run starts from these weights instead of a random initialisation. Read only while the run
     dir has no checkpoint of its own: a resumed fine-tuning run continues from its own checkpoints."""
 
-    checkpoint: Path
+    checkpoint: UserPath
     """A checkpoint dir (`.../checkpoints/step-N`) of a dsgan run or of `dsgan migrate --checkpoint` (imported
     MMagic/MMGeneration/BigGAN-PyTorch weights). G, D and the EMA are loaded; optimizer state starts fresh. The
     models' shapes must equal the checkpoint's (a difference is an error naming each tensor)."""

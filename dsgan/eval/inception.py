@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsgan.errors import ConfigError
+from dsgan.errors import ConfigError, short_reason
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -269,7 +269,9 @@ def load_inception(path: str | Path, device: torch.device | str = "cpu") -> FIDI
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the same user error
-        raise ConfigError(f"eval.inception_weights={str(path)!r} is not a readable torch state dict: {e}") from e
+        raise ConfigError(
+            f"eval.inception_weights={str(path)!r} is not a readable torch state dict ({short_reason(e)})"
+        ) from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

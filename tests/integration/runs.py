@@ -4,9 +4,12 @@ from a reference."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 from launch import REPO, launch, start
 
@@ -102,3 +105,17 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor, scale: float = 0.0) -> float:
     comparison resolves, for a reference that can be (near) zero."""
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(max(scale, 1e-12))).item()
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a tmpfs of `size` (e.g. "700k"), a disk that fills up; skips the test where mounting is not
+    allowed."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 from launch import REPO, free_port, launch
-from runs import MID_CYCLE, TINY, assert_identical, final_state, ok, start_train, train
+from runs import MID_CYCLE, TINY, assert_identical, final_state, ok, small_tmpfs, start_train, train
 
 from dsgan.errors import (
     EXIT_CHECKPOINT,
@@ -202,12 +202,7 @@ def test_second_job_on_a_run_dir_is_refused_and_a_killed_one_does_not_block(tmp_
 def test_disk_full_during_a_checkpoint_keeps_the_earlier_ones(tmp_path):
     """A run dir on a 700 KiB tmpfs: checkpoints of ~300 KiB at 4 and 8 fit, the one at 12 does not. Exit 8 with one
     line naming what was kept; no partial step-12 left; step 8 resumes."""
-    run_dir = tmp_path / "small"
-    run_dir.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(run_dir)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "700k") as run_dir:
         sets = [
             "run.total_iters=16",
             "checkpoint.every_iters=4",
@@ -225,8 +220,6 @@ def test_disk_full_during_a_checkpoint_keeps_the_earlier_ones(tmp_path):
         from dsgan.checkpoint import verify
 
         assert verify(run_dir / "checkpoints" / "step-00000008") is None
-    finally:
-        subprocess.run(["umount", str(run_dir)], check=True)
 
 
 def test_master_port_in_use_is_a_start_up_error(tmp_path):

@@ -13,8 +13,13 @@ import pytest
 import torch
 
 from dsgan import checkpoint
-from dsgan.checkpoint import TRAINER, TrainerState, find_resumable, read_trainer_state, verify
+from dsgan.checkpoint import TRAINER, TrainerState, find_resumable, load_generator, read_trainer_state, verify
+from dsgan.config import load_config
+from dsgan.ema import EMA
 from dsgan.errors import CheckpointError
+from dsgan.models import build_generator
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make(root: Path, iteration: int, state: TrainerState | None = None) -> Path:
@@ -119,3 +124,57 @@ def test_every_checkpoint_corrupt_is_an_error_not_a_fresh_start(tmp_path):
         find_resumable(tmp_path, set_aside=True)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000008"]
     assert find_resumable(tmp_path) is None  # sampling and evaluation: "no complete checkpoint"
+
+
+def test_checkpoint_written_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monkeypatch):
+    """A GPU run's trainer.pt (the EMA) and DeepSpeed model file hold tensors tagged cuda:0. Files tagged so are
+    written here by torch.save itself, with a serialization tagger that names every CPU storage cuda:0."""
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", ["ema.momentum=0.5"])
+    torch.manual_seed(0)
+    generator = build_generator(cfg.generator.model)
+    ema = EMA(generator, cfg.ema)
+    with torch.no_grad():
+        for p in ema.module.parameters():
+            p.add_(1.0)  # the EMA differs from G, so that each load is seen to read its own file
+    state = TrainerState(config=cfg.model_dump(mode="json"), world_size=1, iteration=8, ema=ema.state_dict())
+    monkeypatch.setattr(torch.serialization, "_package_registry", list(torch.serialization._package_registry))
+    torch.serialization.register_package(0, lambda storage: "cuda:0", lambda storage, location: None)
+    path = make(tmp_path, 8, state)
+    torch.save({"module": generator.state_dict()}, path / "generator" / "mp_rank_00_model_states.pt")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["generator/mp_rank_00_model_states.pt"] = {}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    reseal(path)
+    monkeypatch.undo()
+    if not torch.cuda.is_available():  # the files are as a GPU run leaves them: unreadable without map_location
+        with pytest.raises(RuntimeError, match="on a CUDA device"):
+            torch.load(path / TRAINER, weights_only=True)
+    assert verify(path) is None
+    for use_ema, expected in ((True, ema.module), (False, generator)):
+        loaded, _, iteration = load_generator(tmp_path, use_ema=use_ema)
+        assert iteration == 8
+        for name, value in loaded.state_dict().items():
+            assert value.device.type == "cpu"
+            assert torch.equal(value, expected.state_dict()[name].float()), name
+
+
+@pytest.mark.gpu
+def test_rng_state_is_this_rank_s_gpu_only():
+    """One GPU's state (the current device's), restored onto the current device: a resume that sees fewer GPUs per
+    process than the run that saved (srun binding one per task after the deepspeed launcher) still loads it."""
+    state = checkpoint._rng_state()
+    assert isinstance(state["cuda"], torch.Tensor)
+    expected = torch.randn(4, device="cuda")
+    checkpoint._set_rng_state(state)
+    assert torch.equal(torch.randn(4, device="cuda"), expected)
+
+
+def test_a_saved_config_that_no_longer_validates_is_named_not_a_traceback(tmp_path):
+    """`dsgan sample`/`eval` on a checkpoint whose saved config this dsgan refuses (an older schema): exit 5 naming
+    the field."""
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml").model_dump(mode="json")
+    cfg["run"]["renamed_field"] = 1
+    make(tmp_path, 8, TrainerState(config=cfg, world_size=1, iteration=8))
+    with pytest.raises(CheckpointError, match=r"trainer.pt \(its config\): run.renamed_field: unknown key") as info:
+        load_generator(tmp_path)
+    assert info.value.exit_code == 5

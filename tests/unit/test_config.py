@@ -45,7 +45,8 @@ def ds(**changes: object) -> dict:
     return out
 
 
-# (case id, files, extra CLI args, text that must appear in the message: the field path, and where useful the file)
+# (case id, files (None: a directory), extra CLI args, text that must appear in the message: the field path, and
+# where useful the file)
 CASES = [
     ("unknown-top-level-key", run_yaml(bogus="1"), [], "run.yaml: bogus: unknown key"),
     ("unknown-key-depth2", run_yaml(run="{totl_iters: 5}"), [], "run.totl_iters: unknown key"),
@@ -230,14 +231,75 @@ CASES = [
     ("negative-seed", run_yaml(), ["--set", "run.seed=-1"], "run.seed: Input should be greater"),
     ("infinite-timeout", run_yaml(), ["--set", "run.collective_timeout_seconds=.inf"], "collective_timeout_seconds"),
     ("world-size-zero", run_yaml(), ["--world-size", "0"], "--world-size 0: must be at least 1"),
+    ("yes-for-a-number", run_yaml(checkpoint="{keep_last: yes}"), [], "checkpoint: keep_last=true: expected a number"),
+    (
+        "boolean-lr",
+        run_yaml(ds_d=ds(optimizer={"type": "Adam", "params": {"lr": True}})),
+        [],
+        "d.json: discriminator.deepspeed.optimizer.params: lr=true: expected a number or text, not a boolean",
+    ),
+    (
+        "set-into-a-list",
+        run_yaml(ds_g=ds(optimizer={"type": "Adam", "params": {"betas": [0.5, 0.9]}})),
+        ["--set", "generator.deepspeed.optimizer.params.betas.0=0.1"],
+        "betas is a list: set it whole, e.g. --set 'betas=[...]'",
+    ),
     ("empty-config", {"run.yaml": ""}, [], "run.yaml: generator: Field required"),
+    (
+        "yaml-duplicate-key",
+        {**run_yaml(), "run.yaml": run_yaml()["run.yaml"] + "run: {total_iters: 9}\n"},
+        [],
+        "run.yaml: cannot parse: the key 'run' is given twice (line 5, column 1)",
+    ),
+    (
+        "json-duplicate-key",
+        run_yaml(ds_g='{"train_micro_batch_size_per_gpu": 8, "train_micro_batch_size_per_gpu": 4}'),
+        [],
+        "g.json: cannot parse: the key 'train_micro_batch_size_per_gpu' is given twice",
+    ),
+    (
+        "set-duplicate-key",
+        run_yaml(),
+        ["--set", "run={total_iters: 3, total_iters: 4}"],
+        "the value is not valid YAML (the key 'total_iters' is given twice (line 1, column 18))",
+    ),
+    (
+        "infinite-lr",
+        run_yaml(),
+        ["--set", "generator.deepspeed.optimizer.params.lr=.inf"],
+        "g.json: generator.deepspeed.optimizer.params.lr: Input should be a finite number",
+    ),
+    (
+        "nan-lr",
+        run_yaml(),
+        ["--set", "discriminator.deepspeed.optimizer.params.lr=.nan"],
+        "lr: Input should be a finite",
+    ),
+    ("nan-ema-momentum", run_yaml(ema="{momentum: .nan}"), [], "ema.momentum: Input should be a finite number"),
+    ("infinite-r1-weight", run_yaml(loss="{r1_weight: .inf}"), [], "loss.r1_weight: Input should be a finite number"),
+    ("config-is-a-directory", {"run.yaml": None}, [], "run.yaml: is a directory, not a config file"),
+    (
+        "eval-one-sample",
+        run_yaml(eval="{num_samples: 1}"),
+        [],
+        "eval.num_samples: Input should be greater than or equal to 2",
+    ),
+    (
+        "eval-fewer-samples-than-ranks",
+        run_yaml(eval="{every_iters: 4, num_samples: 3}", run="{total_iters: 8}"),
+        ["--world-size", "4"],
+        "eval: num_samples=3 is less than the world size (4)",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case_id,files,extra,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_config_is_refused(tmp_path, capsys, case_id, files, extra, expected):
     for name, text in files.items():
-        (tmp_path / name).write_text(text)
+        if text is None:
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_text(text)
     config = next((tmp_path / n for n in files if n.startswith("run.")), tmp_path / "run.yaml")
     code = cli_main(["validate-config", "--config", str(config), *extra])
     err = capsys.readouterr().err

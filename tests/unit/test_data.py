@@ -20,7 +20,7 @@ from dsgan.data import (
     make_loader,
 )
 from dsgan.digits import digits_tensors
-from dsgan.errors import EXIT_CONFIG, DataError
+from dsgan.errors import EXIT_CONFIG, DataError, user_error
 from dsgan.pixels import decode
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,7 +119,8 @@ def test_image_folder_unconditional_takes_every_image(tmp_path):
         assert len(ds) == 5 and {ds[i][1] for i in range(5)} == {0}
         assert "unconditional" in dataset_summary(ds)
     conditional = build_dataset(ImageFolderData(root=root), 8, 3, 2)
-    assert len(conditional) == 4  # images directly in root belong to no class
+    assert len(conditional) == 4  # images directly in root belong to no class: left out, and said so
+    assert "; 1 images directly in data.root left out" in dataset_summary(conditional)
 
 
 def test_missing_root(tmp_path):
@@ -309,6 +310,19 @@ def test_loader_with_workers(tmp_path):
     for k in range(3):  # 9 images from a set of 4: two epoch boundaries
         _, labels = next(batches)
         assert labels.tolist() == [ds.labels[i] for i in sampler.batch_indices(k)]
+
+
+def test_an_image_gone_while_training_is_named_in_one_line_from_a_worker(tmp_path):
+    """A worker's DataError comes back from the DataLoader with the worker's traceback as its message; the user gets
+    the error's own line."""
+    ds = build_dataset(ImageFolderData(root=_folder(tmp_path)), 8, 3, 2)
+    (tmp_path / "a_cat" / "x.png").unlink()  # after the start-up check, as a cleanup job or a sync would
+    batches = iter(make_loader(ds, StreamSampler(len(ds), 4, 0, 1, seed=0), 4, num_workers=1, pin_memory=False))
+    with pytest.raises(DataError, match="Original Traceback") as info:
+        next(batches)
+    code, message = user_error(info.value)
+    assert code == EXIT_CONFIG and "\n" not in message
+    assert message.startswith(f"{tmp_path / 'a_cat' / 'x.png'}: cannot decode image: FileNotFoundError")
 
 
 @pytest.mark.parametrize("resolution", [16, 32, 64])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from images import noise_folder
@@ -94,6 +95,49 @@ def test_not_a_manifest(tmp_path):
     (tmp_path / MANIFEST_FILE).write_text(json.dumps({"format": "something else"}))
     with pytest.raises(DataError, match="is not a dsgan-packed-1 manifest"):
         build_dataset(PackedData(root=tmp_path), 16, 3, 2)
+
+
+def _edit_manifest(out: Path, to: Path, change) -> Path:
+    packed = _copy(out, to)
+    manifest = json.loads((packed / MANIFEST_FILE).read_text())
+    change(manifest)
+    (packed / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return packed
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("resolution"), r"manifest.json is damaged \(KeyError: 'resolution'\)"),
+        (lambda m: m.update(classes=3), r"manifest.json is damaged \(TypeError: object of type 'int' has no len"),
+        (lambda m: m["files"].pop(LABELS_FILE), r"manifest.json is damaged \(KeyError: 'labels.int64'\)"),
+        (lambda m: m["files"][IMAGES_FILE].update(dtype="uint9"), r"damaged \(TypeError: data type 'uint9' not under"),
+    ],
+)
+def test_manifest_of_the_wrong_shape_is_a_data_error(source, tmp_path, change, message):
+    packed = _edit_manifest(source[1], tmp_path / "packed", change)
+    with pytest.raises(DataError, match=message):
+        build_dataset(PackedData(root=packed, verify=False), 16, 3, 2)
+
+
+def test_labels_out_of_range_or_miscounted_are_data_errors(source, tmp_path):
+    """Without the checksum (verify=false) a damaged labels file would otherwise fail in G's embedding at whichever
+    iteration first draws the label (on a GPU as a device-side assert)."""
+    bad = _copy(source[1], tmp_path / "bad")
+    labels = np.fromfile(bad / LABELS_FILE, "<i8")
+    labels[3] = 7
+    labels.tofile(bad / LABELS_FILE)
+    with pytest.raises(DataError, match="labels range over 0..7 but the models have num_classes=2"):
+        build_dataset(PackedData(root=bad, verify=False), 16, 3, 2)
+    assert len(build_dataset(PackedData(root=bad, verify=False, conditional=False), 16, 3, 0)) == 10
+
+    def drop_one(manifest: dict) -> None:
+        manifest["files"][LABELS_FILE].update(shape=[9], bytes=72)
+
+    short = _edit_manifest(source[1], tmp_path / "short", drop_one)
+    np.fromfile(short / LABELS_FILE, "<i8")[:9].tofile(short / LABELS_FILE)
+    with pytest.raises(DataError, match="9 labels for 10 images"):
+        build_dataset(PackedData(root=short, verify=False), 16, 3, 2)
 
 
 def test_validate_config_accepts_packed_data(capsys):
