@@ -146,4 +146,6 @@ def test_reference_stats_command_on_two_ranks_equals_one_process(tmp_path):
     one = Evaluator(load_config(TINY, [*sets, f"run.dir={tmp_path / 'one'}"]), tmp_path / "one", DistEnv.single())
     assert two.key == one.stats.key and two.count == one.stats.count == 11
     np.testing.assert_allclose(two.features, one.stats.features, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(two.sigma, one.stats.sigma, rtol=1e-5, atol=1e-9)
+    # Features agree to float32 round-off (batches of other sizes); the covariance's near-zero entries inherit it
+    # in absolute terms, so they are compared on the covariance's own scale.
+    np.testing.assert_allclose(two.sigma, one.stats.sigma, rtol=1e-5, atol=1e-5 * np.abs(one.stats.sigma).max())
