@@ -9,7 +9,10 @@ Each side of a row runs in its own processes (`worker` mode: DeepSpeed, gloo and
 process), built and warmed up once; the two then run short timed blocks in alternation (A B, B A, A B, ...), each
 pair of adjacent blocks giving one ratio, so that both sides see the same machine load. A row reports the median
 ratio with its min and max; when that spread is wider than the median's distance to the target, the row is
-"inconclusive" rather than "meets" or "BELOW". The header records the machine and its load average.
+"inconclusive" rather than "meets" or "BELOW". Beside the images/s ratio, the same for the ratio of CPU seconds
+that the two sides' processes spent on the same steps: other processes on the machine stretch wall-clock far more
+than CPU time (with --threads 1 most of all: no thread waits for a descheduled sibling). The header records the
+machine and its load average.
 """
 
 from __future__ import annotations
@@ -385,10 +388,10 @@ def verdict(ratios: list[float], target: float) -> str:
 
 
 def compare(label: str, target: float | None, opts: argparse.Namespace, a: tuple, b: tuple, **kw) -> list[float]:
-    """Alternate timed blocks of sides a and b (order flipping each round) and print a's images/s over b's: median
-    [min, max] over the rounds, the ratio of CPU seconds (b over a, the same steps: less sensitive to other processes
-    than wall-clock), the verdict against `target` and the load average before and after. Returns the ratios (none
-    for a row that --only leaves out)."""
+    """Alternate timed blocks of sides a and b (order flipping each round) and print a's images/s over b's and the
+    ratio of CPU seconds (b's over a's, for the same steps), each as median [min, max] over the rounds with its
+    verdict against `target`, and the load average before and after. Returns the images/s ratios (none for a row
+    that --only leaves out)."""
     if opts.only not in label:
         return []
     load = os.getloadavg()[0]
@@ -409,13 +412,16 @@ def compare(label: str, target: float | None, opts: argparse.Namespace, a: tuple
         for s in sides:
             s.close()
     ratios = [x / y for x, y in zip(rates[side_a], rates[side_b], strict=True)]
-    cpu_ratio = statistics.median(y / x for x, y in zip(cpu[side_a], cpu[side_b], strict=True))
-    median = statistics.median(ratios)
-    judged = f"target >= {target}  {verdict(ratios, target)}" if target is not None else ""
+    cpu_ratios = [y / x for x, y in zip(cpu[side_a], cpu[side_b], strict=True)]
+
+    def spread(xs: list[float]) -> str:
+        judged = f" {verdict(xs, target)}" if target is not None else ""
+        return f"{statistics.median(xs):5.3f} [{min(xs):5.3f}, {max(xs):5.3f}]{judged}"
+
     print(
         f"{label:<40} {statistics.median(rates[side_a]):8.1f} vs {statistics.median(rates[side_b]):8.1f} img/s"
-        f"  ratio {median:5.3f} [{min(ratios):5.3f}, {max(ratios):5.3f}]  cpu {cpu_ratio:5.3f}"
-        f"  ({opts.rounds} x {iters} it)  {judged}  load {load:.1f} -> {os.getloadavg()[0]:.1f}",
+        f"  ratio {spread(ratios)}  cpu {spread(cpu_ratios)}  target {target}  ({opts.rounds} x {iters} it,"
+        f" load {load:.1f} -> {os.getloadavg()[0]:.1f})",
         flush=True,
     )
     return ratios
@@ -435,6 +441,7 @@ def machine() -> str:
 
 def cpu_suite(opts: argparse.Namespace) -> None:
     print(f"# dsgan benchmarks, CPU: {machine()}", flush=True)
+    print("# images/s (medians); ratio and cpu: median [min, max] over the rounds, verdict against the target")
     for model, batch in (("dcgan32", 64), ("biggan32-ch32", 16)):
         for precision in ("fp32", "bf16"):
             compare(
