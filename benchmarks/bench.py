@@ -53,6 +53,13 @@ MODELS = {
 
 Step = Callable[[int], None]
 
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**25), "MALLOC_TRIM_THRESHOLD_": str(2**28)}
+"""The timed workers' glibc allocator: fixed thresholds, the same for both sides. With glibc's dynamic ones, large
+freed tensors go back to the kernel and the next ones fault in fresh zeroed pages (4-5% of a single-thread CPU
+step), by an amount fixed at each launch by its allocation history: 17k-30k page faults per BigGAN-32 step and
+5k-16k per DCGAN-32 step across launches of the same side, a bias of a few percent on whichever side drew more.
+(--dynamic-malloc measures as a plain launch runs.)"""
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # worker side: one process (or one rank) builds one loop, then runs timed blocks of it on command
@@ -256,8 +263,7 @@ def profile(step: Step, modules: list[nn.Module], warmup: int, steps: int) -> di
             site = sites[f"{event.name} {event.input_shapes} @ {_origin(event)}"]
             site[0] += 1
             site[1] += event.self_cpu_time_total / 1000
-    hooks["Python calls per step (traced)"] = python_calls
-    return {"module_calls": dict(calls), "hooks": hooks, "ops": ops, "sites": sites}
+    return {"module_calls": dict(calls), "hooks": hooks, "python_calls": python_calls, "ops": ops, "sites": sites}
 
 
 def _is_python(event) -> bool:
@@ -314,11 +320,11 @@ class Side:
     """One side of a row: its processes (one per rank, the tests' launcher: torchrun-style environment), built and
     warmed up once, then idle on stdin until asked to run a block."""
 
-    def __init__(self, side: str, world: int, **kw) -> None:
+    def __init__(self, side: str, world: int, env: dict[str, str] | None = None, **kw) -> None:
         from tests.launch import start
 
         self.name = f"{side} x{world}"
-        self.procs = start(worker_args(side, **kw), world_size=world, stdin_pipe=True)
+        self.procs = start(worker_args(side, **kw), world_size=world, env=env, stdin_pipe=True)
         self.output: list[list[str]] = [[] for _ in self.procs]
         self.lines: queue.Queue[str | None] = queue.Queue()
         for rank in range(world):
@@ -395,7 +401,8 @@ def compare(label: str, target: float | None, opts: argparse.Namespace, a: tuple
     if opts.only not in label:
         return []
     load = os.getloadavg()[0]
-    with Side(*a, threads=opts.threads, **kw) as side_a, Side(*b, threads=opts.threads, **kw) as side_b:
+    env = None if opts.dynamic_malloc else STEADY_MALLOC
+    with Side(*a, env, threads=opts.threads, **kw) as side_a, Side(*b, env, threads=opts.threads, **kw) as side_b:
         sides = (side_a, side_b)
         for s in sides:
             s.expect("READY")
@@ -441,6 +448,8 @@ def machine() -> str:
 
 def cpu_suite(opts: argparse.Namespace) -> None:
     print(f"# dsgan benchmarks, CPU: {machine()}", flush=True)
+    malloc = "glibc's dynamic thresholds" if opts.dynamic_malloc else f"fixed glibc thresholds {STEADY_MALLOC}"
+    print(f"# threads per rank: {opts.threads or 'cores / ranks'}; allocator: {malloc}")
     print("# images/s (medians); ratio and cpu: median [min, max] over the rounds, verdict against the target")
     for model, batch in (("dcgan32", 64), ("biggan32-ch32", 16)):
         for precision in ("fp32", "bf16"):
@@ -515,6 +524,7 @@ def profile_row(opts: argparse.Namespace) -> None:
     for what in ("module_calls", "hooks"):
         for side, prof in profiles.items():
             print(f"{what} {side}: {sum(prof[what].values())} {prof[what]}")
+    print("Python calls (traced): " + ", ".join(f"{side} {prof['python_calls']}" for side, prof in profiles.items()))
     by_name = {side: prof["ops"] for side, prof in profiles.items()}
     for side, ops in by_name.items():
         print(f"{side}: {sum(c for c, _ in ops.values()):.0f} ops, {sum(t for _, t in ops.values()):.1f} ms self CPU")
@@ -577,6 +587,11 @@ def main() -> None:
         type=int,
         default=0,
         help="torch threads per rank (default: cores / ranks); 1 makes the CPU-time ratio nearly load-independent",
+    )
+    p.add_argument(
+        "--dynamic-malloc",
+        action="store_true",
+        help="timed workers keep glibc's dynamic allocator thresholds (see STEADY_MALLOC)",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", choices=("dsgan", "plain"), help=argparse.SUPPRESS)
