@@ -11,8 +11,9 @@ pair of adjacent blocks giving one ratio, so that both sides see the same machin
 ratio with its min and max; when that spread is wider than the median's distance to the target, the row is
 "inconclusive" rather than "meets" or "BELOW". Beside the images/s ratio, the same for the ratio of CPU seconds
 that the two sides' processes spent on the same steps: other processes on the machine stretch wall-clock far more
-than CPU time (with --threads 1 most of all: no thread waits for a descheduled sibling). The header records the
-machine and its load average.
+than CPU time. Each rank runs one torch thread unless --threads says otherwise: with more, a thread that finishes
+its share waits (spinning) for a descheduled sibling, and on a shared machine both ratios become noise. The header
+records the machine, threads, allocator and load average.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def worker(args: argparse.Namespace) -> None:
 
     env = distributed.detect()
     distributed.init(env, timeout_seconds=900)
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // env.world_size))
+    torch.set_num_threads(args.threads if args.threads > 0 else max(1, (os.cpu_count() or 1) // env.world_size))
     step, modules = (dsgan_step if args.side == "dsgan" else plain_step)(args, env.device, env.world_size)
 
     def say(tag: str, payload: object) -> None:
@@ -449,7 +450,7 @@ def machine() -> str:
 def cpu_suite(opts: argparse.Namespace) -> None:
     print(f"# dsgan benchmarks, CPU: {machine()}", flush=True)
     malloc = "glibc's dynamic thresholds" if opts.dynamic_malloc else f"fixed glibc thresholds {STEADY_MALLOC}"
-    print(f"# threads per rank: {opts.threads or 'cores / ranks'}; allocator: {malloc}")
+    print(f"# threads per rank: {opts.threads if opts.threads > 0 else 'cores / ranks'}; allocator: {malloc}")
     print("# images/s (medians); ratio and cpu: median [min, max] over the rounds, verdict against the target")
     for model, batch in (("dcgan32", 64), ("biggan32-ch32", 16)):
         for precision in ("fp32", "bf16"):
@@ -585,8 +586,9 @@ def main() -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=0,
-        help="torch threads per rank (default: cores / ranks); 1 makes the CPU-time ratio nearly load-independent",
+        default=1,
+        help="torch threads per rank; 0: cores / ranks, the machine's full rate, meaningful on an idle machine only"
+        " (a thread that finishes its share waits for a descheduled sibling)",
     )
     p.add_argument(
         "--dynamic-malloc",
