@@ -228,9 +228,11 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def profile(step: Step, modules: list[nn.Module], warmup: int, steps: int) -> dict:
-    """What one side runs per step: module calls, the hooks on the networks' modules and parameters, and every
-    operator (count and self CPU time per step) keyed by name and by the innermost dsgan/DeepSpeed/benchmark frame
-    that called it ("autograd" for backward ops). Counts do not depend on the machine's load; times do."""
+    """What one side runs per step: module calls; the hooks on the networks' modules and parameters; every operator's
+    count and self CPU time per step (`ops`, by name, over `steps` steps); and, from one more step traced with Python
+    stacks, the Python calls and each operator by name, input shapes and the innermost dsgan/DeepSpeed/benchmark
+    frame that called it (`sites`; "autograd" for backward ops). Counts do not depend on the machine's load; times
+    do."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
