@@ -19,8 +19,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(args: list[str], world_size: int, env: dict[str, str] | None = None, cwd: Path = REPO) -> list:
-    """Start `python *args` once per rank (stdout and stderr merged into a pipe); returns the Popen objects."""
+def start(
+    args: list[str], world_size: int, env: dict[str, str] | None = None, cwd: Path = REPO, stdin_pipe: bool = False
+) -> list:
+    """Start `python *args` once per rank (stdout and stderr merged into a pipe; with `stdin_pipe`, stdin a pipe
+    too, for workers that take commands); returns the Popen objects."""
     port = str(free_port())
     procs = []
     for rank in range(world_size):
@@ -37,7 +40,13 @@ def start(args: list[str], world_size: int, env: dict[str, str] | None = None, c
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, *args], cwd=cwd, env=penv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                [sys.executable, *args],
+                cwd=cwd,
+                env=penv,
+                text=True,
+                stdin=subprocess.PIPE if stdin_pipe else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
         )
     return procs
