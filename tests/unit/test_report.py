@@ -1,5 +1,5 @@
 """`dsgan report`: the curves it draws are the logged numbers over kimg, a line still being written is left out, and
-the PNG has every panel drawn. (From a real run's files: tests/integration/test_watch.py.)"""
+the PNG has every panel drawn. (From a real run's files: tests/integration/test_watch_job.py.)"""
 
 from __future__ import annotations
 
