@@ -11,7 +11,9 @@ from runs import MID_CYCLE, STYLEGAN2_TINY, assert_identical, final_state, ok, t
 ADA = ["augment.type=ada", "augment.initial_p=0.5", "augment.ada_kimg=1", "augment.interval_iters=2"]
 
 
-@pytest.mark.parametrize("world,stage,augment", [(1, 0, ADA), (2, 2, [])])  # ZeRO-3: test_stylegan2_engines.py
+@pytest.mark.parametrize(
+    "world,stage,augment", [(1, 0, ADA), (2, 2, [])], ids=["1rank-ada", "2ranks-zero2"]
+)  # ZeRO-3: test_stylegan2_engines.py
 def test_stylegan2_resume_mid_cycle_is_bit_exact(tmp_path, world, stage, augment):
     sets = [
         *MID_CYCLE,
